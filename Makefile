@@ -1,0 +1,61 @@
+# voicefleet — `make demo` shows a fleet reconciled on local components; `make test` runs the whole suite.
+SHELL := /bin/bash
+PY_VERSION ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: all venv system-deps bins crds crds-check lint typecheck test unit demo run testground-up testground-down clean
+
+all: test
+
+# The venv is rebuilt when pyproject.toml changes.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(PY) || $(PY_VERSION) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check pip==25.3
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[operator,agent,dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+system-deps:
+	bash hack/system-deps.sh
+
+# Pinned control plane, kwok, livekit-server, helm and kubectl, cached by version in ~/.cache/voicefleet.
+bins: venv
+	bash e2e/testground/build.sh
+
+crds: venv
+	$(PY) -m voicefleet_operator.crdgen crds
+
+crds-check: venv
+	$(PY) -m voicefleet_operator.crdgen --check crds
+
+lint: venv
+	$(VENV)/bin/ruff check operator agent e2e tests
+	$(VENV)/bin/ruff format --check operator agent e2e tests
+
+typecheck: venv
+	$(VENV)/bin/mypy operator/voicefleet_operator agent/voicefleet_agent/contract.py
+
+unit: venv
+	$(PY) -m pytest tests/unit $(ARGS)
+
+test: venv system-deps bins crds-check lint typecheck
+	$(PY) -m pytest $(ARGS)
+
+demo: venv system-deps bins
+	$(PY) -m voicefleet_operator.demo
+
+run: venv
+	$(PY) -m voicefleet_operator --log-format plain
+
+testground-up: venv system-deps bins
+	$(PY) -m testground up
+
+testground-down: venv
+	$(PY) -m testground down
+
+clean:
+	rm -rf $(VENV) .testground .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,397 @@
+"""Pure: a VoiceAgent (and its ProviderPolicy) → the agent config and the Kubernetes objects it should own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from voicefleet_agent import contract
+from voicefleet_operator.models import (
+    API_VERSION,
+    GROUP,
+    ActiveProviders,
+    NamedProviderSpec,
+    ProviderPolicy,
+    ProviderSpec,
+    VoiceAgent,
+)
+
+FIELD_MANAGER = "voicefleet-operator"
+MANAGED_BY = "voicefleet-operator"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+SECRETS_HASH_ANNOTATION = f"{GROUP}/secrets-hash"
+AGENT_NAME_LABEL = f"{GROUP}/agent-name"
+MODALITIES: tuple[contract.Modality, ...] = ("stt", "llm", "tts")
+# Time allowed after the drain timeout for the worker to exit once its last job ends.
+EXIT_MARGIN_SECONDS = 30
+METRICS_DIR = "/var/run/voicefleet/prometheus"
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly voice assistant that manages the user's tasks. Keep answers short and spoken-style. "
+    "Use the task tools to list, add, update, complete and delete tasks. Always confirm before deleting."
+)
+
+RESERVED_ENV = frozenset(
+    {
+        contract.ENV_CONFIG_PATH,
+        contract.ENV_LIVEKIT_URL,
+        contract.ENV_LIVEKIT_API_KEY,
+        contract.ENV_LIVEKIT_API_SECRET,
+        contract.ENV_AGENT_NAME,
+        contract.ENV_PROMETHEUS_MULTIPROC_DIR,
+        contract.ENV_POD_NAME,
+        contract.ENV_POD_NAMESPACE,
+    }
+)
+
+
+class InvalidSpec(ValueError):
+    """The spec is valid by schema but cannot be reconciled; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the pure core needs, gathered by the I/O layer."""
+
+    agent: VoiceAgent
+    policy: ProviderPolicy | None = None
+    instructions: str | None = None  # resolved from instructionsConfigMapRef, when set
+    secret_versions: dict[str, str] = field(default_factory=dict)  # Secret name → resourceVersion
+
+
+@dataclass(frozen=True)
+class Desired:
+    config: contract.AgentConfig
+    config_hash: str
+    active: ActiveProviders
+    objects: list[dict[str, Any]]
+
+
+def names(agent_name: str) -> dict[str, str]:
+    """Deterministic child names per kind."""
+    return {
+        "ServiceAccount": agent_name,
+        "ConfigMap": f"{agent_name}-config",
+        "Deployment": agent_name,
+        "Service": f"{agent_name}-metrics",
+        "HorizontalPodAutoscaler": agent_name,
+        "PodDisruptionBudget": agent_name,
+    }
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "voicefleet-agent", "app.kubernetes.io/instance": name}
+
+
+def labels(agent: VoiceAgent) -> dict[str, str]:
+    return {
+        **selector_labels(agent.metadata["name"]),
+        "app.kubernetes.io/component": "voice-agent",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "voicefleet",
+        AGENT_NAME_LABEL: agent.spec.agent_name,
+    }
+
+
+def api_key_env(modality: str, index: int) -> str:
+    return f"VOICEFLEET_{modality.upper()}_{index}_API_KEY"
+
+
+def _chain(inputs: Inputs, modality: contract.Modality) -> list[NamedProviderSpec]:
+    policy = inputs.policy
+    chain = getattr(policy.spec, modality) if policy else None
+    if chain is not None:
+        return list(chain.providers)
+    single: ProviderSpec = getattr(inputs.agent.spec.pipeline, modality)
+    return [NamedProviderSpec(name=single.provider, **single.model_dump(exclude_unset=True))]
+
+
+def _provider_config(modality: str, index: int, spec: NamedProviderSpec) -> contract.ProviderConfig:
+    base = contract.DEFAULT_PRICING.get(spec.provider, contract.Pricing())
+    overrides = spec.pricing.model_dump(exclude_none=True) if spec.pricing else {}
+    return contract.ProviderConfig(
+        name=spec.name,
+        provider=spec.provider,
+        model=spec.model,
+        base_url=spec.base_url,
+        api_key_env=api_key_env(modality, index) if spec.secret_ref else None,
+        options=spec.options,
+        pricing=base.model_copy(update=overrides),
+    )
+
+
+def active_providers(inputs: Inputs) -> ActiveProviders:
+    """Per modality: the on-call override if set, else the first provider of the chain."""
+    override = inputs.policy.spec.override if inputs.policy else None
+    chosen = {}
+    for modality in MODALITIES:
+        pinned = getattr(override, modality) if override else None
+        chosen[modality] = pinned or _chain(inputs, modality)[0].name
+    return ActiveProviders(**chosen)
+
+
+def agent_config(inputs: Inputs) -> contract.AgentConfig:
+    spec = inputs.agent.spec
+    pipeline = spec.pipeline
+    chains = {m: tuple(_provider_config(m, i, p) for i, p in enumerate(_chain(inputs, m))) for m in MODALITIES}
+    return contract.AgentConfig(
+        agent_name=spec.agent_name,
+        stt=chains["stt"],
+        llm=chains["llm"],
+        tts=chains["tts"],
+        vad=contract.VadConfig(
+            activation_threshold=pipeline.vad.activation_threshold,
+            min_silence_duration_ms=pipeline.vad.min_silence_duration_ms,
+        ),
+        turn_detection=pipeline.turn_detection.mode,
+        instructions=inputs.instructions or pipeline.instructions or DEFAULT_INSTRUCTIONS,
+        mcp_servers=tuple(contract.McpServerConfig(name=s.name, url=s.url) for s in spec.tools.mcp_servers),
+        filler_after_ms=pipeline.filler_after_ms,
+        drain_timeout_seconds=spec.drain.grace_period_seconds,
+        policy_name=inputs.policy.metadata.get("name") if inputs.policy else None,
+    )
+
+
+def referenced_secrets(agent: VoiceAgent, policy: ProviderPolicy | None) -> set[str]:
+    """Names of the Secrets the agent's pods read."""
+    spec = agent.spec
+    found = {spec.livekit.secret_ref.name}
+    found.update(e.secret_key_ref.name for e in spec.env if e.secret_key_ref)
+    inputs = Inputs(agent=agent, policy=policy)
+    for modality in MODALITIES:
+        found.update(p.secret_ref.name for p in _chain(inputs, modality) if p.secret_ref)
+    return found
+
+
+def validate(inputs: Inputs) -> None:
+    """Checks the schema cannot express. Raises InvalidSpec naming the field."""
+    for i, env in enumerate(inputs.agent.spec.env):
+        if env.name in RESERVED_ENV or env.name.startswith("VOICEFLEET_"):
+            raise InvalidSpec(f"spec.env[{i}].name: {env.name} is set by the operator")
+    if inputs.policy is not None:
+        override = inputs.policy.spec.override
+        for modality in MODALITIES:
+            pinned = getattr(override, modality) if override else None
+            if pinned and pinned not in {p.name for p in _chain(inputs, modality)}:
+                raise InvalidSpec(
+                    f"providerPolicy {inputs.policy.metadata.get('name')}: override.{modality} names "
+                    f"{pinned!r}, which is not in its {modality} chain"
+                )
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _meta(agent: VoiceAgent, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": agent.metadata["namespace"],
+        "labels": labels(agent),
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "VoiceAgent",
+                "name": agent.metadata["name"],
+                "uid": agent.metadata["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _env(inputs: Inputs, config: contract.AgentConfig) -> list[dict[str, Any]]:
+    spec = inputs.agent.spec
+    creds = spec.livekit.secret_ref
+
+    def from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    def from_field(name: str, path: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    env = [
+        {"name": contract.ENV_LIVEKIT_URL, "value": spec.livekit.url},
+        from_secret(contract.ENV_LIVEKIT_API_KEY, creds.name, creds.api_key_key),
+        from_secret(contract.ENV_LIVEKIT_API_SECRET, creds.name, creds.api_secret_key),
+        {"name": contract.ENV_AGENT_NAME, "value": spec.agent_name},
+        {"name": contract.ENV_CONFIG_PATH, "value": f"{contract.CONFIG_DIR}/{contract.CONFIG_FILE}"},
+        {"name": contract.ENV_PROMETHEUS_MULTIPROC_DIR, "value": METRICS_DIR},
+        from_field(contract.ENV_POD_NAME, "metadata.name"),
+        from_field(contract.ENV_POD_NAMESPACE, "metadata.namespace"),
+    ]
+    for modality in MODALITIES:
+        for index, provider in enumerate(_chain(inputs, modality)):
+            if provider.secret_ref:
+                ref = provider.secret_ref
+                env.append(from_secret(api_key_env(modality, index), ref.name, ref.key))
+    for extra in spec.env:
+        if extra.secret_key_ref:
+            env.append(from_secret(extra.name, extra.secret_key_ref.name, extra.secret_key_ref.key))
+        else:
+            env.append({"name": extra.name, "value": extra.value})
+    return env
+
+
+def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, name: str) -> dict[str, Any]:
+    agent = inputs.agent
+    spec = agent.spec
+    secrets_hash = _hash(json.dumps(sorted(inputs.secret_versions.items())))
+
+    def probe(period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": "/", "port": "worker"},
+            "periodSeconds": period,
+            "timeoutSeconds": 3,
+            "failureThreshold": failures,
+        }
+
+    pod_labels = labels(agent)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(agent, name),
+        "spec": {
+            # No replicas: the HPA owns them, and server-side apply leaves a field we never set alone.
+            "selector": {"matchLabels": selector_labels(agent.metadata["name"])},
+            "revisionHistoryLimit": 5,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash, SECRETS_HASH_ANNOTATION: secrets_hash},
+                },
+                "spec": {
+                    "serviceAccountName": names(agent.metadata["name"])["ServiceAccount"],
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": spec.drain.grace_period_seconds + EXIT_MARGIN_SECONDS,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "agent",
+                            "image": spec.image,
+                            "imagePullPolicy": spec.image_pull_policy,
+                            "env": _env(inputs, config),
+                            "ports": [
+                                {"name": "worker", "containerPort": contract.WORKER_PORT, "protocol": "TCP"},
+                                {"name": "metrics", "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
+                            ],
+                            "startupProbe": probe(2, 60),
+                            "livenessProbe": probe(10, 3),
+                            "readinessProbe": probe(5, 2),
+                            "resources": spec.resources.model_dump(),
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "metrics", "mountPath": METRICS_DIR},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": names(agent.metadata["name"])["ConfigMap"]}},
+                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "metrics", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _hpa(agent: VoiceAgent, name: str, deployment: str) -> dict[str, Any]:
+    scaling = agent.spec.scaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(agent, name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": contract.ACTIVE_SESSIONS},
+                        "target": {"type": "AverageValue", "averageValue": str(scaling.target_sessions_per_pod)},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 15},
+                        {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+                    "selectPolicy": "Min",
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def render(inputs: Inputs) -> Desired:
+    """The objects a VoiceAgent owns, in apply order. Raises InvalidSpec."""
+    validate(inputs)
+    agent = inputs.agent
+    child = names(agent.metadata["name"])
+    config = agent_config(inputs)
+    config_json = config.to_json()
+    config_hash = _hash(config_json)
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(agent, child["ServiceAccount"]),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(agent, child["ConfigMap"]),
+            "data": {contract.CONFIG_FILE: config_json},
+        },
+        _deployment(inputs, config, config_hash, child["Deployment"]),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(agent, child["Service"]),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(agent.metadata["name"]),
+                "ports": [{"name": "metrics", "port": contract.METRICS_PORT, "targetPort": "metrics"}],
+            },
+        },
+        _hpa(agent, child["HorizontalPodAutoscaler"], child["Deployment"]),
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(agent, child["PodDisruptionBudget"]),
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": selector_labels(agent.metadata["name"])},
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            },
+        },
+    ]
+    return Desired(config=config, config_hash=config_hash, active=active_providers(inputs), objects=objects)

@@ -1,0 +1,97 @@
+"""kopf handlers: thin triggers into the Reconciler."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import kopf
+from lightkube import AsyncClient
+
+from voicefleet_operator.desired import MANAGED_BY
+from voicefleet_operator.kube import Kube
+from voicefleet_operator.models import GROUP, VERSION
+from voicefleet_operator.reconcile import Reconciler
+
+RETRY_SECONDS = 15
+RESYNC_SECONDS = 60
+CHILDREN = (
+    ("", "v1", "serviceaccounts"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("apps", "v1", "deployments"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+WATCHED_EVENTS = ("ADDED", "MODIFIED", "DELETED")
+
+
+def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
+
+
+def _ns(namespace: str | None) -> str:
+    if namespace is None:  # every resource the operator handles is namespaced
+        raise kopf.PermanentError("namespaced object without a namespace")
+    return namespace
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = 20  # INFO and above become Kubernetes Events only through _emit
+    settings.posting.enabled = True
+    settings.watching.server_timeout = 300
+    memo.reconciler = Reconciler(Kube(AsyncClient(field_manager="voicefleet-operator")), emit=_emit)
+
+
+@kopf.on.resume(GROUP, VERSION, "voiceagents")
+@kopf.on.create(GROUP, VERSION, "voiceagents")
+@kopf.on.update(GROUP, VERSION, "voiceagents", field="spec")
+async def voice_agent(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    outcome = await memo.reconciler.agent(_ns(namespace), name)
+    if outcome is not None and outcome.retry and outcome.problem is not None:
+        raise kopf.TemporaryError(outcome.problem.message, delay=RETRY_SECONDS)
+
+
+@kopf.timer(GROUP, VERSION, "voiceagents", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    await memo.reconciler.agent(_ns(namespace), name)
+
+
+@kopf.on.event(GROUP, VERSION, "providerpolicies")
+async def provider_policy(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    await memo.reconciler.policy(_ns(namespace), name)
+
+
+def _owner(body: kopf.Body) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences", []):
+        if ref.get("kind") == "VoiceAgent" and ref.get("controller"):
+            return str(ref["name"])
+    return None
+
+
+async def child_changed(body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    if type in WATCHED_EVENTS and (owner := _owner(body)):
+        await memo.reconciler.agent(_ns(namespace), owner)
+
+
+for _group, _version, _plural in CHILDREN:
+    kopf.on.event(
+        _group, _version, _plural, labels={"app.kubernetes.io/managed-by": MANAGED_BY}, id=f"child-{_plural}"
+    )(child_changed)
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_changed(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    if type in WATCHED_EVENTS:
+        await memo.reconciler.reference_changed(_ns(namespace), "Secret", name)
+
+
+@kopf.on.event("", "v1", "configmaps", labels={"app.kubernetes.io/managed-by": kopf.ABSENT})
+async def config_map_changed(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    if type in WATCHED_EVENTS:
+        await memo.reconciler.reference_changed(_ns(namespace), "ConfigMap", name)

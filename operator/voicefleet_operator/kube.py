@@ -1,0 +1,72 @@
+"""The Kubernetes storage layer: the only module that talks to the API server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkube import ApiError, AsyncClient, codecs
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.types import PatchType
+
+from voicefleet_operator.desired import FIELD_MANAGER
+from voicefleet_operator.models import GROUP, VERSION
+
+VoiceAgentResource = create_namespaced_resource(GROUP, VERSION, "VoiceAgent", "voiceagents")
+ProviderPolicyResource = create_namespaced_resource(GROUP, VERSION, "ProviderPolicy", "providerpolicies")
+
+
+def _missing(error: ApiError) -> bool:
+    return error.status.code == 404
+
+
+class Kube:
+    """Typed access to the objects the operator reads and writes."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def _get(self, res: Any, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(res, name, namespace=namespace)
+        except ApiError as error:
+            if _missing(error):
+                return None
+            raise
+        return obj.to_dict()  # type: ignore[no-any-return]
+
+    async def voice_agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(VoiceAgentResource, namespace, name)
+
+    async def voice_agents(self, namespace: str) -> list[dict[str, Any]]:
+        items = self.client.list(VoiceAgentResource, namespace=namespace)
+        return [obj.to_dict() async for obj in items]  # type: ignore[no-untyped-call]
+
+    async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(ProviderPolicyResource, namespace, name)
+
+    async def secret_version(self, namespace: str, name: str) -> str | None:
+        """The Secret's resourceVersion, or None if it does not exist. Values are never read."""
+        obj = await self._get(Secret, namespace, name)
+        return obj["metadata"]["resourceVersion"] if obj else None
+
+    async def config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        obj = await self._get(ConfigMap, namespace, name)
+        return (obj.get("data") or {}).get(key) if obj else None
+
+    async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(Deployment, namespace, name)
+
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        """Server-side apply with our field manager; force takes back fields someone else changed (drift)."""
+        await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+
+    async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self.client.patch(
+                res.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as error:
+            if not _missing(error):  # deleted meanwhile
+                raise

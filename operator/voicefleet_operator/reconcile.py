@@ -1,0 +1,221 @@
+"""The service layer: gather inputs, decide with the pure core, write through the storage layer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Histogram
+
+from voicefleet_operator import conditions, desired
+from voicefleet_operator.kube import ProviderPolicyResource, VoiceAgentResource
+from voicefleet_operator.models import (
+    ActiveProviders,
+    Condition,
+    ProviderPolicy,
+    ProviderPolicyStatus,
+    VoiceAgent,
+    VoiceAgentStatus,
+)
+
+RECONCILES = Counter("voicefleet_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
+RECONCILE_SECONDS = Histogram("voicefleet_operator_reconcile_seconds", "Reconcile duration", ["kind"])
+
+Emit = Callable[[dict[str, Any], str, str, str], None]  # body, type, reason, message
+Clock = Callable[[], datetime]
+
+
+class Store(Protocol):
+    async def voice_agent(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def voice_agents(self, namespace: str) -> list[dict[str, Any]]: ...
+    async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def secret_version(self, namespace: str, name: str) -> str | None: ...
+    async def config_map_key(self, namespace: str, name: str, key: str) -> str | None: ...
+    async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def apply(self, manifest: dict[str, Any]) -> None: ...
+    async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile found; `problem` is None when the fleet matches its spec."""
+
+    problem: conditions.Problem | None
+    ready: bool
+
+    @property
+    def retry(self) -> bool:
+        """Missing references heal by themselves; an invalid spec waits for an edit."""
+        return self.problem is not None and self.problem.reason != "InvalidSpec"
+
+
+def _parse(model: type[VoiceAgent] | type[ProviderPolicy], body: dict[str, Any]) -> Any:
+    return model.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+
+
+def _previous(body: dict[str, Any]) -> list[Condition]:
+    raw = (body.get("status") or {}).get("conditions") or []
+    return [Condition.model_validate(c) for c in raw]
+
+
+class Reconciler:
+    """Reconciles VoiceAgents and ProviderPolicies. One lock per object keeps concurrent triggers in order."""
+
+    def __init__(self, store: Store, emit: Emit, clock: Clock = utcnow) -> None:
+        self.store = store
+        self.emit = emit
+        self.clock = clock
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def agent(self, namespace: str, name: str) -> Outcome | None:
+        async with self._locks[("VoiceAgent", f"{namespace}/{name}")]:
+            started = time.perf_counter()
+            try:
+                outcome = await self._agent(namespace, name)
+            except Exception:
+                RECONCILES.labels("VoiceAgent", "error").inc()
+                raise
+            finally:
+                RECONCILE_SECONDS.labels("VoiceAgent").observe(time.perf_counter() - started)
+            RECONCILES.labels("VoiceAgent", "ok" if outcome is None or outcome.problem is None else "problem").inc()
+            return outcome
+
+    async def _gather(self, agent: VoiceAgent) -> desired.Inputs:
+        """Read what the spec references. Raises _Missing for a reference that does not exist."""
+        namespace = agent.metadata["namespace"]
+        policy = None
+        if ref := agent.spec.provider_policy_ref:
+            body = await self.store.provider_policy(namespace, ref.name)
+            if body is None:
+                raise _Missing("PolicyNotFound", f"ProviderPolicy {ref.name} not found in {namespace}")
+            policy = _parse(ProviderPolicy, body)
+        instructions = None
+        if cm := agent.spec.pipeline.instructions_config_map_ref:
+            instructions = await self.store.config_map_key(namespace, cm.name, cm.key)
+            if instructions is None:
+                raise _Missing("ConfigMapNotFound", f"ConfigMap {cm.name} with key {cm.key} not found in {namespace}")
+        versions = {}
+        for secret in sorted(desired.referenced_secrets(agent, policy)):
+            version = await self.store.secret_version(namespace, secret)
+            if version is None:
+                raise _Missing("SecretNotFound", f"Secret {secret} not found in {namespace}")
+            versions[secret] = version
+        return desired.Inputs(agent=agent, policy=policy, instructions=instructions, secret_versions=versions)
+
+    async def _agent(self, namespace: str, name: str) -> Outcome | None:
+        body = await self.store.voice_agent(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        agent: VoiceAgent = _parse(VoiceAgent, body)
+        previous = _previous(body)
+        problem: conditions.Problem | None = None
+        plan: desired.Desired | None = None
+        try:
+            plan = desired.render(await self._gather(agent))
+        except _Missing as missing:
+            problem = conditions.Problem(missing.reason, str(missing))
+        except desired.InvalidSpec as invalid:
+            problem = conditions.Problem("InvalidSpec", str(invalid))
+        if plan is not None:
+            for manifest in plan.objects:
+                await self.store.apply(manifest)
+        deployment = await self.store.deployment(namespace, desired.names(name)["Deployment"])
+        rollout = conditions.Rollout.from_deployment(deployment) if deployment else None
+        generation = body["metadata"].get("generation", 0)
+        current = conditions.merge(previous, conditions.evaluate(problem, rollout, agent.spec.scaling.min_replicas), generation, self.clock())
+        old_status = body.get("status") or {}
+        status = VoiceAgentStatus(
+            observed_generation=generation,
+            conditions=current,
+            replicas=rollout.replicas if rollout else 0,
+            ready_replicas=rollout.ready_replicas if rollout else 0,
+            sessions=old_status.get("sessions"),
+            providers=plan.active if plan else old_status.get("providers"),
+            config_hash=plan.config_hash if plan else old_status.get("configHash"),
+        )
+        await self.store.patch_status(
+            VoiceAgentResource, namespace, name, status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        )
+        self._announce(body, previous, current)
+        ready = any(c.type == "Ready" and c.status == "True" for c in current)
+        return Outcome(problem=problem, ready=ready)
+
+    async def policy(self, namespace: str, name: str) -> Outcome | None:
+        """Validate a ProviderPolicy, report the providers in use, and re-render the agents that follow it."""
+        async with self._locks[("ProviderPolicy", f"{namespace}/{name}")]:
+            body = await self.store.provider_policy(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                outcome = None
+            else:
+                outcome = await self._policy(body)
+        for agent in await self.store.voice_agents(namespace):
+            ref = (agent.get("spec") or {}).get("providerPolicyRef") or {}
+            if ref.get("name") == name:
+                await self.agent(namespace, agent["metadata"]["name"])
+        return outcome
+
+    async def reference_changed(self, namespace: str, kind: str, name: str) -> None:
+        """A Secret or ConfigMap changed: re-render the agents that read it."""
+        for body in await self.store.voice_agents(namespace):
+            agent: VoiceAgent = _parse(VoiceAgent, body)
+            if kind == "ConfigMap":
+                ref = agent.spec.pipeline.instructions_config_map_ref
+                uses = ref is not None and ref.name == name
+            else:
+                policy = None
+                if agent.spec.provider_policy_ref:
+                    found = await self.store.provider_policy(namespace, agent.spec.provider_policy_ref.name)
+                    policy = _parse(ProviderPolicy, found) if found else None
+                uses = name in desired.referenced_secrets(agent, policy)
+            if uses:
+                await self.agent(namespace, agent.metadata["name"])
+
+    async def _policy(self, body: dict[str, Any]) -> Outcome:
+        policy: ProviderPolicy = _parse(ProviderPolicy, body)
+        previous = _previous(body)
+        generation = body["metadata"].get("generation", 0)
+        override = policy.spec.override
+        active = {
+            m: (getattr(override, m) if override else None) or chain.providers[0].name
+            for m in desired.MODALITIES
+            if (chain := getattr(policy.spec, m)) is not None
+        }
+        if override and any(getattr(override, m) for m in desired.MODALITIES):
+            pinned = ", ".join(f"{m}={getattr(override, m)}" for m in desired.MODALITIES if getattr(override, m))
+            ready = ("Ready", "True", "OverrideActive", f"On-call override in force: {pinned}")
+        else:
+            ready = ("Ready", "True", "Accepted", "Provider chains are valid")
+        current = conditions.merge(previous, [ready], generation, self.clock())  # type: ignore[list-item]
+        status = ProviderPolicyStatus(
+            observed_generation=generation, conditions=current, active=ActiveProviders(**active)
+        )
+        await self.store.patch_status(
+            ProviderPolicyResource,
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+        self._announce(body, previous, current)
+        return Outcome(problem=None, ready=True)
+
+    def _announce(self, body: dict[str, Any], previous: list[Condition], current: list[Condition]) -> None:
+        for cond in conditions.transitions(previous, current):
+            if cond.type != "Ready" and cond.status != "True":
+                continue  # Ready flips, and Degraded/Progressing turning on, are worth an Event
+            warning = (cond.type == "Ready" and cond.status == "False") or cond.type == "Degraded"
+            self.emit(body, "Warning" if warning else "Normal", cond.reason, f"{cond.type}: {cond.message}")
+
+
+class _Missing(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,366 @@
+"""The operator against the real control plane: kube-apiserver, controllers, scheduler and kwok nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, every: float = 0.2) -> Any:
+    """Poll until probe() returns something truthy; fail with `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Operator:
+    """The operator as a real process, the way `make run` starts it."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_dir / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.health_port, self.metrics_port = free_port(), free_port()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "voicefleet_operator",
+                "--log-format",
+                "plain",
+                "--liveness",
+                f"http://127.0.0.1:{self.health_port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(f"operator liveness (log: {self.log_path})", self._live, timeout=60)
+
+    def _live(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}; log: {self.log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, crds: None) -> Iterator[Operator]:
+    op = Operator(Path(cluster.kubeconfig), Path(cluster.logs_dir))
+    op.start()
+    yield op
+    op.kill(signal.SIGTERM)
+
+
+class Namespace:
+    def __init__(self, cluster: Any, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl("-n", self.name, *args, input=input, check=check)  # type: ignore[no-any-return]
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.kubectl("get", kind, name, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return dict(json.loads(result.stdout))
+
+    def apply(self, *docs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        obj = self.get(kind, name) or {}
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond["type"] == type_:
+                return dict(cond)
+        return None
+
+    def wait_condition(
+        self, kind: str, name: str, type_: str, status: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            cond = self.condition(kind, name, type_)
+            if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+                return cond
+            return None
+
+        return dict(wait_for(f"{kind}/{name} {type_}={status} {reason or ''}", probe))
+
+
+@pytest.fixture
+def ns(cluster: Any, operator: Operator) -> Iterator[Namespace]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield Namespace(cluster, name)
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def examples() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def example(kind: str) -> dict[str, Any]:
+    return next(d for d in examples() if d["kind"] == kind)
+
+
+CHILDREN = {
+    "serviceaccount": "tasks",
+    "configmap": "tasks-config",
+    "deployment": "tasks",
+    "service": "tasks-metrics",
+    "hpa": "tasks",
+    "pdb": "tasks",
+}
+
+
+def test_apply_examples_creates_children_and_becomes_ready(ns: Namespace) -> None:
+    started = time.monotonic()
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    elapsed = time.monotonic() - started
+    print(f"kubectl apply → Ready: {elapsed:.1f}s")
+    for kind, name in CHILDREN.items():
+        obj = ns.get(kind, name)
+        assert obj is not None, f"{kind}/{name} missing"
+        assert obj["metadata"]["ownerReferences"][0]["name"] == "tasks"
+    va = ns.get("voiceagent", "tasks")
+    assert va is not None
+    status = va["status"]
+    assert status["observedGeneration"] == va["metadata"]["generation"]
+    assert status["readyReplicas"] == 2 == status["replicas"]  # the real HPA scaled the Deployment to minReplicas
+    assert status["providers"] == {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
+    policy = ns.get("providerpolicy", "default")
+    assert policy is not None and policy["status"]["active"]["stt"] == "deepgram"
+    events = ns.kubectl("get", "events", "--field-selector", "involvedObject.name=tasks", "-o", "json").stdout
+    assert any(e["reason"] == "Available" for e in json.loads(events)["items"])
+
+
+def test_edits_are_followed_and_hpa_replicas_are_left_alone(ns: Namespace) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    before = ns.get("deployment", "tasks")
+    assert before is not None and before["spec"]["replicas"] == 2
+    old_hash = before["spec"]["template"]["metadata"]["annotations"]["voicefleet.io/config-hash"]
+    patch = {"spec": {"scaling": {"minReplicas": 3, "maxReplicas": 7}, "pipeline": {"instructions": "Be terse."}}}
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", json.dumps(patch))
+    wait_for("HPA bounds follow", lambda: (ns.get("hpa", "tasks") or {}).get("spec", {}).get("maxReplicas") == 7)
+    config = wait_for(
+        "config follows",
+        lambda: "Be terse." in (ns.get("configmap", "tasks-config") or {}).get("data", {}).get("agent.json", ""),
+    )
+    assert config
+    dep = wait_for(
+        "deployment rolled",
+        lambda: (
+            ns.get("deployment", "tasks")
+            if (ns.get("deployment", "tasks") or {})["spec"]["template"]["metadata"]["annotations"][
+                "voicefleet.io/config-hash"
+            ]
+            != old_hash
+            else None
+        ),
+    )
+    # The HPA, not the operator, moves replicas to the new minimum.
+    wait_for("HPA scales to 3", lambda: (ns.get("deployment", "tasks") or {})["spec"].get("replicas") == 3)
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    assert dep["spec"]["template"]["metadata"]["annotations"]["voicefleet.io/config-hash"] != old_hash
+    shown = json.loads(ns.kubectl("get", "deployment", "tasks", "-o", "json", "--show-managed-fields").stdout)
+    owners = {m["manager"] for m in shown["metadata"]["managedFields"] if '"f:replicas"' in json.dumps(m.get("fieldsV1"))}
+    assert "voicefleet-operator" not in owners, owners
+
+
+def test_deleted_and_edited_children_are_restored(ns: Namespace) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    for kind in ("configmap", "hpa", "pdb", "service"):
+        old = ns.get(kind, CHILDREN[kind])
+        assert old is not None
+        ns.kubectl("delete", kind, CHILDREN[kind])
+        wait_for(
+            f"{kind} restored",
+            lambda kind=kind, old=old: (
+                (ns.get(kind, CHILDREN[kind]) or {}).get("metadata", {}).get("uid")
+                not in (None, old["metadata"]["uid"])
+            ),
+        )
+    ns.kubectl("patch", "hpa", "tasks", "--type=merge", "-p", '{"spec":{"maxReplicas":99}}')
+    wait_for("HPA drift repaired", lambda: (ns.get("hpa", "tasks") or {})["spec"]["maxReplicas"] == 20)
+    ns.kubectl("patch", "configmap", "tasks-config", "--type=merge", "-p", '{"data":{"agent.json":"{}"}}')
+    wait_for(
+        "config drift repaired",
+        lambda: "task-manager" in (ns.get("configmap", "tasks-config") or {})["data"]["agent.json"],
+    )
+
+
+ADMISSION_CASES = [
+    (
+        {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "spec.scaling.minReplicas",
+        "minReplicas must be <= maxReplicas",
+    ),
+    (
+        {"pipeline": {"stt": {"provider": "cartesia", "model": "x"}}},
+        "spec.pipeline.stt",
+        "stt providers must be one of",
+    ),
+    ({"channels": {"phone": {"numbers": ["+15550100"]}}}, "spec.channels.phone", "toll fraud"),
+    ({"agentName": "Not_A_Name"}, "spec.agentName", "should match"),
+    ({"scaling": {"targetSessionsPerPod": 0}}, "spec.scaling.targetSessionsPerPod", "should be greater than or equal"),
+]
+
+
+@pytest.mark.parametrize(("change", "path", "message"), ADMISSION_CASES)
+def test_invalid_specs_are_rejected_at_admission_with_the_field(
+    ns: Namespace, change: dict[str, Any], path: str, message: str
+) -> None:
+    agent = example("VoiceAgent")
+    for key, value in change.items():
+        agent["spec"][key] = {**agent["spec"].get(key, {}), **value} if isinstance(value, dict) else value
+    result = ns.apply(agent)
+    assert result.returncode != 0
+    assert path in result.stderr and message in result.stderr, result.stderr
+    assert ns.get("voiceagent", "tasks") is None
+
+
+def test_invalid_policy_override_is_rejected(ns: Namespace) -> None:
+    policy = example("ProviderPolicy")
+    policy["spec"]["override"] = {"stt": "nope"}
+    result = ns.apply(policy)
+    assert result.returncode != 0 and "override.stt must name a provider" in result.stderr, result.stderr
+
+
+def test_invalid_spec_beyond_the_schema_keeps_the_running_fleet(ns: Namespace) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    before = ns.get("deployment", "tasks")
+    assert before is not None
+    ns.kubectl(
+        "patch",
+        "voiceagent",
+        "tasks",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"env": [{"name": "LIVEKIT_URL", "value": "ws://elsewhere"}]}}),
+    )
+    cond = ns.wait_condition("voiceagent", "tasks", "Ready", "False", "InvalidSpec")
+    assert "spec.env[0].name: LIVEKIT_URL is set by the operator" in cond["message"]
+    after = ns.get("deployment", "tasks")
+    assert after is not None
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["status"]["readyReplicas"] == 2
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=json", "-p", '[{"op":"remove","path":"/spec/env"}]')
+    ns.wait_condition("voiceagent", "tasks", "Ready", "True")
+
+
+def test_missing_policy_and_secret_are_conditions_that_heal(ns: Namespace) -> None:
+    docs = {d["metadata"]["name"]: d for d in examples()}
+    assert ns.apply(docs["tasks"]).returncode == 0
+    ns.wait_condition("voiceagent", "tasks", "Ready", "False", "PolicyNotFound")
+    assert ns.apply(docs["default"]).returncode == 0
+    ns.wait_condition("voiceagent", "tasks", "Ready", "False", "SecretNotFound")
+    assert ns.get("deployment", "tasks") is None  # nothing half-made while references are missing
+    assert ns.apply(docs["livekit-credentials"], docs["provider-keys"]).returncode == 0
+    ns.wait_condition("voiceagent", "tasks", "Ready", "True")
+
+
+def test_policy_override_is_reported_and_removing_it_hands_back(ns: Namespace) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    ns.kubectl(
+        "patch",
+        "providerpolicy",
+        "default",
+        "--type=merge",
+        "-p",
+        '{"spec":{"override":{"stt":"whisper","reason":"deepgram incident"}}}',
+    )
+    wait_for(
+        "agent reports whisper",
+        lambda: (ns.get("voiceagent", "tasks") or {})["status"]["providers"]["stt"] == "whisper",
+    )
+    ns.wait_condition("providerpolicy", "default", "Ready", "True", "OverrideActive")
+    ns.kubectl("patch", "providerpolicy", "default", "--type=json", "-p", '[{"op":"remove","path":"/spec/override"}]')
+    wait_for(
+        "agent back on deepgram",
+        lambda: (ns.get("voiceagent", "tasks") or {})["status"]["providers"]["stt"] == "deepgram",
+    )
+
+
+def test_deleting_the_agent_garbage_collects_children(ns: Namespace) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    ns.kubectl("delete", "voiceagent", "tasks")
+    for kind, name in CHILDREN.items():
+        wait_for(f"{kind}/{name} collected", lambda kind=kind, name=name: ns.get(kind, name) is None)
+
+
+def test_operator_killed_mid_reconcile_converges_after_restart(ns: Namespace, operator: Operator) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    wait_for("reconcile started", lambda: ns.get("configmap", "tasks-config"), every=0.05)
+    operator.kill()
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec":{"scaling":{"maxReplicas":9}}}')
+    operator.start()
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    wait_for("edit made while down applied", lambda: (ns.get("hpa", "tasks") or {})["spec"]["maxReplicas"] == 9)
+    assert "voicefleet_operator_reconciles_total" in operator.metrics()
