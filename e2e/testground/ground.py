@@ -1,0 +1,146 @@
+"""A detached test ground (both stacks) whose state lives in a folder, so that another process can stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from testground.kube import Cluster, KubeStack
+from testground.livekit import LiveKit, LiveKitStack
+from testground.process import ProcessRecord, http_ok, stop_group
+
+STATE_FILE = "state.json"
+T = TypeVar("T")
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("TESTGROUND_DIR") or Path.cwd() / ".testground")
+
+
+@dataclass
+class Ground:
+    """What `up` started: the handles for clients, and the processes to stop."""
+
+    root: Path
+    cluster: Cluster | None = None
+    livekit: LiveKit | None = None
+    processes: list[ProcessRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster.to_json() if self.cluster else None,
+            "livekit": self.livekit.to_json() if self.livekit else None,
+            "processes": [p.to_json() for p in self.processes],
+            "timings": self.timings,
+        }
+
+    def save(self) -> None:
+        path = self.root / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, root: Path) -> Ground | None:
+        try:
+            data = json.loads((root / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(
+            root=root,
+            cluster=Cluster.from_json(data["cluster"]) if data.get("cluster") else None,
+            livekit=LiveKit.from_json(data["livekit"]) if data.get("livekit") else None,
+            processes=[ProcessRecord.from_json(p) for p in data.get("processes", [])],
+            timings=data.get("timings", {}),
+        )
+
+    def dead(self) -> list[str]:
+        return [p.name for p in self.processes if not p.alive()]
+
+    def healthy(self) -> bool:
+        """Every process alive and the two front doors answering."""
+        if self.dead():
+            return False
+        if self.cluster:
+            try:
+                if self.cluster.api().get("/readyz") != "ok":
+                    return False
+            except Exception:
+                return False
+        return not (self.livekit and not http_ok(self.livekit.http_url + "/"))
+
+
+def up(root: Path, *, kube: bool = True, livekit: bool = True, nodes: int = 3, timeout: float = 120) -> Ground:
+    """Start both stacks detached and record them in `root`; returns the running ground as it is if healthy."""
+    existing = Ground.load(root)
+    if existing and existing.processes and existing.healthy():
+        return existing
+    down(root)
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root / "logs", ignore_errors=True)
+    ground = Ground(root)
+    lock = threading.Lock()
+
+    def record(process: ProcessRecord) -> None:
+        with lock:  # written at every spawn, so that `down` finds processes of an `up` that was killed midway
+            ground.processes.append(process)
+            ground.save()
+
+    started = time.monotonic()
+    kube_stack = KubeStack(root, node_count=nodes, detached=True, timeout=timeout, on_spawn=record)
+    livekit_stack = LiveKitStack(root, detached=True, timeout=timeout, on_spawn=record)
+
+    def timed_start(name: str, start: Callable[[], T]) -> T:
+        t0 = time.monotonic()
+        result = start()
+        ground.timings[name] = round(time.monotonic() - t0, 2)
+        return result
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            cluster = pool.submit(timed_start, "kube", kube_stack.start) if kube else None
+            lk = pool.submit(timed_start, "livekit", livekit_stack.start) if livekit else None
+            # wait for both before raising, so that a failure of one doesn't leave the other starting
+            pending: list[Future[Any]] = [f for f in (cluster, lk) if f is not None]
+            wait(pending)
+            ground.cluster = cluster.result() if cluster else None
+            ground.livekit = lk.result() if lk else None
+    except BaseException:
+        kube_stack.stop()
+        livekit_stack.stop()
+        down(root)
+        raise
+    if ground.livekit:
+        env = "".join(f"{k}={v}\n" for k, v in ground.livekit.env().items())
+        (root / "livekit.env").write_text(env)
+        (root / "livekit.env").chmod(0o600)
+    ground.timings.update({f"kube: {k}": v for k, v in kube_stack.timings.items()})
+    ground.timings["total"] = round(time.monotonic() - started, 2)
+    ground.save()
+    return ground
+
+
+def down(root: Path, *, purge: bool = False) -> list[str]:
+    """Stop every process `up` recorded in `root` (those still running); idempotent. Returns what it stopped."""
+    ground = Ground.load(root)
+    stopped: list[str] = []
+    if ground:
+        for process in reversed(ground.processes):
+            if process.alive():
+                stopped.append(process.name)
+            stop_group(process)
+        (root / STATE_FILE).unlink(missing_ok=True)
+    for name in ("livekit.env", "kubeconfig"):
+        (root / name).unlink(missing_ok=True)
+    if purge:
+        shutil.rmtree(root, ignore_errors=True)
+    return stopped

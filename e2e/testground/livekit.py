@@ -1,0 +1,149 @@
+"""A real livekit-server with Redis on loopback, with a generated API key and secret."""
+
+from __future__ import annotations
+
+import atexit
+import secrets
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testground import binaries
+from testground.process import ProcessRecord, Supervisor, free_port, http_ok
+
+
+@dataclass(frozen=True)
+class LiveKit:
+    """A running livekit-server: where it listens and the credentials that sign its tokens."""
+
+    url: str
+    http_url: str
+    api_key: str
+    api_secret: str
+    redis: str
+    logs_dir: Path
+    rtc_udp_port: int
+    rtc_tcp_port: int
+
+    def env(self) -> dict[str, str]:
+        """The variables LiveKit SDKs and livekit-agents read."""
+        return {"LIVEKIT_URL": self.url, "LIVEKIT_API_KEY": self.api_key, "LIVEKIT_API_SECRET": self.api_secret}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "http_url": self.http_url,
+            "api_key": self.api_key,
+            "api_secret": self.api_secret,
+            "redis": self.redis,
+            "logs_dir": str(self.logs_dir),
+            "rtc_udp_port": self.rtc_udp_port,
+            "rtc_tcp_port": self.rtc_tcp_port,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LiveKit:
+        return cls(**{**data, "logs_dir": Path(data["logs_dir"])})
+
+
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def livekit_config(
+    *, http_port: int, udp_port: int, tcp_port: int, redis: str, api_key: str, api_secret: str
+) -> dict[str, Any]:
+    """livekit-server settings for loopback-only media: a local participant reaches it at 127.0.0.1."""
+    return {
+        "port": http_port,
+        "bind_addresses": ["127.0.0.1"],
+        "keys": {api_key: api_secret},
+        "redis": {"address": redis},
+        "rtc": {
+            "udp_port": udp_port,
+            "tcp_port": tcp_port,
+            # A fixed node IP with use_external_ip off means no STUN lookups (no network here) and the
+            # loopback host candidate is the one offered; lo is the only interface gathered.
+            "node_ip": "127.0.0.1",
+            "use_external_ip": False,
+            "enable_loopback_candidate": True,
+            "interfaces": {"includes": ["lo"]},
+        },
+        "turn": {"enabled": False},
+        "logging": {"level": "info"},
+    }
+
+
+@dataclass
+class LiveKitStack:
+    """Starts redis-server and livekit-server under `root`; `stop` ends both."""
+
+    root: Path
+    detached: bool = False
+    timeout: float = 60.0
+    on_spawn: Callable[[ProcessRecord], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.logs_dir = self.root / "logs"
+        self.supervisor = Supervisor(self.logs_dir, self.detached, self.on_spawn)
+
+    def start(self) -> LiveKit:
+        if not self.detached:
+            atexit.register(self.stop)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        atexit.unregister(self.stop)
+
+    def _start(self) -> LiveKit:
+        binaries.ensure_built(binaries.LIVEKIT_BINARIES, self.logs_dir / "build.log")
+        work = self.root / "livekit"
+        if work.exists():
+            shutil.rmtree(work)
+        (work / "redis").mkdir(parents=True)
+
+        redis_port = free_port()
+        redis = self.supervisor.spawn("redis-server", [
+            binaries.redis_binary(), "--bind", "127.0.0.1", "--port", str(redis_port),
+            "--save", "", "--appendonly", "no", "--dir", work / "redis", "--daemonize", "no",
+        ])  # fmt: skip
+        redis.wait_ready(lambda: _redis_pong(redis_port), self.timeout, "answering PING")
+
+        http_port, tcp_port = free_port(), free_port()
+        udp_port = free_port(socket.SOCK_DGRAM)
+        api_key, api_secret = "API" + secrets.token_hex(6), secrets.token_urlsafe(32)
+        address = f"127.0.0.1:{redis_port}"
+        config = work / "livekit.yaml"
+        config.write_text(yaml.safe_dump(livekit_config(
+            http_port=http_port, udp_port=udp_port, tcp_port=tcp_port,
+            redis=address, api_key=api_key, api_secret=api_secret,
+        )))  # fmt: skip
+        config.chmod(0o600)
+        server = self.supervisor.spawn("livekit-server", [binaries.binary("livekit-server"), "--config", config])
+        http_url = f"http://127.0.0.1:{http_port}"
+        server.wait_ready(lambda: http_ok(http_url + "/"), self.timeout, "serving HTTP")
+        return LiveKit(
+            url=f"ws://127.0.0.1:{http_port}",
+            http_url=http_url,
+            api_key=api_key,
+            api_secret=api_secret,
+            redis=address,
+            logs_dir=self.logs_dir,
+            rtc_udp_port=udp_port,
+            rtc_tcp_port=tcp_port,
+        )

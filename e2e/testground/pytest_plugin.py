@@ -1,0 +1,129 @@
+"""pytest fixtures for the real test ground: `cluster` (Kubernetes on kwok nodes) and `livekit` (livekit-server).
+
+Enable with `pytest_plugins = ["testground.pytest_plugin"]`. Each fixture starts only its own stack, once per
+session, under pytest's tmp folder (--testground=fresh, the default: sessions run by different people on one
+machine don't share state). --testground=auto reuses a ground started by `python -m testground up` when it is
+healthy, else starts one; --testground=reuse requires the running one. $TESTGROUND sets the default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from testground.ground import Ground
+from testground.kube import Cluster, KubeStack
+from testground.livekit import LiveKit, LiveKitStack
+from testground.process import ComponentError
+
+_LOGS = pytest.StashKey[dict[str, Path]]()
+_FIXTURES = ("cluster", "livekit")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testground")
+    group.addoption(
+        "--testground",
+        choices=("auto", "fresh", "reuse"),
+        default=os.environ.get("TESTGROUND", "fresh"),
+        help="fresh: start a private ground per session; auto: reuse a running `python -m testground up` ground, "
+        "else start one; reuse: require the running one (default: $TESTGROUND or fresh)",
+    )
+    group.addoption(
+        "--testground-dir",
+        default=os.environ.get("TESTGROUND_DIR"),
+        help="state folder of `python -m testground up` (default: <rootdir>/.testground)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_LOGS] = {}
+
+
+def _running_ground(config: pytest.Config, part: str) -> Ground | None:
+    mode = config.getoption("testground")
+    if mode == "fresh":
+        return None
+    root = Path(config.getoption("testground_dir") or config.rootpath / ".testground")
+    ground = Ground.load(root)
+    if ground and getattr(ground, part) is not None and ground.healthy():
+        return ground
+    if mode == "reuse":
+        raise ComponentError(part, f"no healthy test ground in {root}: run `python -m testground up`")
+    return None
+
+
+@pytest.fixture(scope="session")
+def _testground_private_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("testground")
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A real kube-apiserver (RBAC, CEL), controller-manager (GC, Deployments, HPA), scheduler and kwok nodes."""
+    logs = request.config.stash[_LOGS]
+    ground = _running_ground(request.config, "cluster")
+    if ground is not None and ground.cluster is not None:
+        logs["cluster"] = ground.cluster.logs_dir
+        yield ground.cluster
+        return
+    root: Path = request.getfixturevalue("_testground_private_root")
+    stack = KubeStack(root)
+    logs["cluster"] = stack.logs_dir
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def livekit(request: pytest.FixtureRequest) -> Iterator[LiveKit]:
+    """A real livekit-server with Redis (so SIP and agent dispatch APIs work), on loopback."""
+    logs = request.config.stash[_LOGS]
+    ground = _running_ground(request.config, "livekit")
+    if ground is not None and ground.livekit is not None:
+        logs["livekit"] = ground.livekit.logs_dir
+        yield ground.livekit
+        return
+    root: Path = request.getfixturevalue("_testground_private_root")
+    stack = LiveKitStack(root)
+    logs["livekit"] = stack.logs_dir
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    name = f"tg-{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        logs = item.config.stash[_LOGS]
+        used = [
+            f"{name}: {logs[name]}" for name in _FIXTURES if name in getattr(item, "fixturenames", ()) and name in logs
+        ]
+        if used:
+            report.sections.append(("testground logs", "\n".join(used)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    logs = terminalreporter.config.stash.get(_LOGS, {})
+    if logs and (terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")):
+        for name, path in logs.items():
+            terminalreporter.write_line(f"testground {name} logs: {path}")
