@@ -115,6 +115,9 @@ class AgentConfig(_Model):
     mcp_servers: tuple[McpServerConfig, ...] = ()
     filler_after_ms: int = 700
     drain_timeout_seconds: int = 600
+    idle_processes: int | None = Field(
+        default=None, ge=0, description="Warm job processes kept ready; None: LiveKit's default (one per CPU)."
+    )
     policy_name: str | None = None
     policy_generation: int | None = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any, cast
 
 import kopf
@@ -9,11 +11,14 @@ from lightkube import AsyncClient
 
 from voicefleet_operator.desired import MANAGED_BY
 from voicefleet_operator.kube import Kube
+from voicefleet_operator.livekit import LiveKitUnavailable
 from voicefleet_operator.models import GROUP, VERSION
 from voicefleet_operator.reconcile import Reconciler
+from voicefleet_operator.telephony import Telephony
 
 RETRY_SECONDS = 15
-RESYNC_SECONDS = 60
+# Drift repair and LiveKit comparison interval; tests shorten it.
+RESYNC_SECONDS = float(os.environ.get("VOICEFLEET_RESYNC_SECONDS", "60"))
 CHILDREN = (
     ("", "v1", "serviceaccounts"),
     ("", "v1", "configmaps"),
@@ -42,10 +47,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.posting.level = 20  # INFO and above become Kubernetes Events only through _emit
-    settings.posting.enabled = True
+    # Only warnings and our own transitions become Events: posting every INFO log line floods the queue, and one
+    # Event that cannot be posted (namespace terminating) is retried with backoff ahead of all the others.
+    settings.posting.level = logging.WARNING
+    settings.posting.default_backoffs = (1, 3)
     settings.watching.server_timeout = 300
-    memo.reconciler = Reconciler(Kube(AsyncClient(field_manager="voicefleet-operator")), emit=_emit)
+    kube = Kube(AsyncClient(field_manager="voicefleet-operator"))
+    memo.reconciler = Reconciler(kube, emit=_emit, telephony=Telephony(kube))
 
 
 @kopf.on.resume(GROUP, VERSION, "voiceagents")
@@ -53,8 +61,21 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.update(GROUP, VERSION, "voiceagents", field="spec")
 async def voice_agent(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     outcome = await memo.reconciler.agent(_ns(namespace), name)
-    if outcome is not None and outcome.retry and outcome.problem is not None:
-        raise kopf.TemporaryError(outcome.problem.message, delay=RETRY_SECONDS)
+    if outcome is not None and outcome.retry:
+        raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
+
+
+def _has_phone(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool(spec.get("channels", {}).get("phone") or status.get("phone"))
+
+
+@kopf.on.delete(GROUP, VERSION, "voiceagents", when=_has_phone)
+async def remove_phone(body: kopf.Body, memo: Any, **_: Any) -> None:
+    try:
+        await memo.reconciler.remove_phone(dict(body))
+    except (LiveKitUnavailable, LookupError) as error:
+        _emit(dict(body), "Warning", "PhoneCleanupPending", f"Cannot remove the SIP trunk and rule yet: {error}")
+        raise kopf.TemporaryError(str(error), delay=RETRY_SECONDS) from error
 
 
 @kopf.timer(GROUP, VERSION, "voiceagents", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
@@ -50,6 +51,13 @@ class Kube:
         """The Secret's resourceVersion, or None if it does not exist. Values are never read."""
         obj = await self._get(Secret, namespace, name)
         return obj["metadata"]["resourceVersion"] if obj else None
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Decoded values of a Secret the spec points at for credentials (LiveKit API, SIP auth)."""
+        obj = await self._get(Secret, namespace, name)
+        if obj is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
 
     async def config_map_key(self, namespace: str, name: str, key: str) -> str | None:
         obj = await self._get(ConfigMap, namespace, name)

@@ -394,6 +394,14 @@ class ActiveProviders(Model):
     tts: str | None = Field(default=None, description="TTS provider in use.")
 
 
+class PhoneStatus(Model):
+    """What LiveKit holds for the phone channel."""
+
+    trunk_id: str = Field(default="", description="LiveKit SIP inbound trunk ID.")
+    dispatch_rule_id: str = Field(default="", description="LiveKit SIP dispatch rule ID.")
+    numbers: list[str] = Field(default_factory=list, description="Numbers served.")
+
+
 class VoiceAgentStatus(Model):
     """Observed state of a VoiceAgent."""
 
@@ -404,6 +412,7 @@ class VoiceAgentStatus(Model):
     sessions: int | None = Field(default=None, description="Active sessions across the fleet.")
     providers: ActiveProviders | None = Field(default=None, description="Providers in use.")
     config_hash: str | None = Field(default=None, description="Hash of the rendered agent config.")
+    phone: PhoneStatus | None = Field(default=None, description="LiveKit SIP objects of the phone channel.")
 
 
 class ProviderPolicyStatus(Model):

@@ -22,6 +22,7 @@ from voicefleet_operator.models import (
     VoiceAgent,
     VoiceAgentStatus,
 )
+from voicefleet_operator.telephony import PhoneResult, Telephony
 
 RECONCILES = Counter("voicefleet_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("voicefleet_operator_reconcile_seconds", "Reconcile duration", ["kind"])
@@ -37,6 +38,7 @@ class Store(Protocol):
     async def secret_version(self, namespace: str, name: str) -> str | None: ...
     async def config_map_key(self, namespace: str, name: str, key: str) -> str | None: ...
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     async def apply(self, manifest: dict[str, Any]) -> None: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -47,15 +49,12 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a reconcile found; `problem` is None when the fleet matches its spec."""
+    """What a reconcile found: `problem` is None when the fleet matches its spec; `retry` says why to try again soon
+    (references that may appear, LiveKit that may come back), None when only an edit can help."""
 
     problem: conditions.Problem | None
     ready: bool
-
-    @property
-    def retry(self) -> bool:
-        """Missing references heal by themselves; an invalid spec waits for an edit."""
-        return self.problem is not None and self.problem.reason != "InvalidSpec"
+    retry: str | None = None
 
 
 def _parse(model: type[VoiceAgent] | type[ProviderPolicy], body: dict[str, Any]) -> Any:
@@ -70,8 +69,9 @@ def _previous(body: dict[str, Any]) -> list[Condition]:
 class Reconciler:
     """Reconciles VoiceAgents and ProviderPolicies. One lock per object keeps concurrent triggers in order."""
 
-    def __init__(self, store: Store, emit: Emit, clock: Clock = utcnow) -> None:
+    def __init__(self, store: Store, emit: Emit, telephony: Telephony, clock: Clock = utcnow) -> None:
         self.store = store
+        self.telephony = telephony
         self.emit = emit
         self.clock = clock
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -125,14 +125,21 @@ class Reconciler:
             problem = conditions.Problem(missing.reason, str(missing))
         except desired.InvalidSpec as invalid:
             problem = conditions.Problem("InvalidSpec", str(invalid))
+        old_status = body.get("status") or {}
+        phone_result: PhoneResult | None = None
         if plan is not None:
             for manifest in plan.objects:
                 await self.store.apply(manifest)
+            phone_result = await self.telephony.reconcile(agent, had_phone=bool(old_status.get("phone")))
         deployment = await self.store.deployment(namespace, desired.names(name)["Deployment"])
         rollout = conditions.Rollout.from_deployment(deployment) if deployment else None
         generation = body["metadata"].get("generation", 0)
-        current = conditions.merge(previous, conditions.evaluate(problem, rollout, agent.spec.scaling.min_replicas), generation, self.clock())
-        old_status = body.get("status") or {}
+        evaluated = conditions.evaluate(problem, rollout, agent.spec.scaling.min_replicas)
+        if phone_result is not None:
+            evaluated.append(phone_result.condition)  # type: ignore[arg-type]
+        current = conditions.merge(previous, evaluated, generation, self.clock())
+        if plan is not None and phone_result is None:
+            current = [c for c in current if c.type != "PhoneReady"]
         status = VoiceAgentStatus(
             observed_generation=generation,
             conditions=current,
@@ -141,13 +148,25 @@ class Reconciler:
             sessions=old_status.get("sessions"),
             providers=plan.active if plan else old_status.get("providers"),
             config_hash=plan.config_hash if plan else old_status.get("configHash"),
-        )
-        await self.store.patch_status(
-            VoiceAgentResource, namespace, name, status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        )
+        ).model_dump(mode="json", by_alias=True, exclude_none=True)
+        if plan is not None and phone_result is None:
+            status["phone"] = None  # merge patch: remove
+        elif phone_result is not None and phone_result.phone is not None:
+            status["phone"] = phone_result.phone.model_dump(mode="json", by_alias=True)
+        await self.store.patch_status(VoiceAgentResource, namespace, name, status)
         self._announce(body, previous, current)
         ready = any(c.type == "Ready" and c.status == "True" for c in current)
-        return Outcome(problem=problem, ready=ready)
+        if problem is not None and problem.reason != "InvalidSpec":
+            retry: str | None = problem.message
+        elif phone_result is not None and phone_result.retry:
+            retry = phone_result.message
+        else:
+            retry = None
+        return Outcome(problem=problem, ready=ready, retry=retry)
+
+    async def remove_phone(self, body: dict[str, Any]) -> None:
+        """Finalizer: delete the agent's LiveKit SIP objects. Raises to be retried."""
+        await self.telephony.remove(_parse(VoiceAgent, body))
 
     async def policy(self, namespace: str, name: str) -> Outcome | None:
         """Validate a ProviderPolicy, report the providers in use, and re-render the agents that follow it."""
