@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all venv system-deps bins crds crds-check lint typecheck test unit demo run testground-up testground-down clean
+.PHONY: all venv system-deps bins crds crds-check lint typecheck test unit demo run testground-up testground-down \
+	bench-reconcile clean
 
 all: test
 
@@ -56,6 +57,10 @@ testground-up: venv system-deps bins
 
 testground-down: venv
 	$(PY) -m testground down
+
+# Benchmarks print a table and write bench-results/*.json; they are not tests.
+bench-reconcile: venv system-deps bins
+	$(PY) -m testground.bench_reconcile $(ARGS)
 
 clean:
 	rm -rf $(VENV) .testground .pytest_cache .mypy_cache .ruff_cache
