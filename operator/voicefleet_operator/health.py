@@ -1,0 +1,105 @@
+"""Pure: provider health with hysteresis, and the choice of the provider each modality uses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from voicefleet_operator.models import FailbackSpec, HealthCheckSpec
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One synthetic probe, or one interval of passive fleet signals."""
+
+    ok: bool
+    at: datetime
+    latency_ms: float | None = None
+    error: str = ""
+    source: str = "probe"  # probe | fleet
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    """Health of one provider. Unknown providers start healthy: a fresh policy must not fail over at once."""
+
+    healthy: bool = True
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    since: datetime | None = None
+    last_latency_ms: float | None = None
+    last_error: str = ""
+    last_probe: datetime | None = None
+
+
+def failed(observation: Observation, check: HealthCheckSpec) -> bool:
+    slow = observation.latency_ms is not None and observation.latency_ms > check.latency_threshold_ms
+    return not observation.ok or slow
+
+
+def observe(health: ProviderHealth, observation: Observation, check: HealthCheckSpec) -> ProviderHealth:
+    """Fold one observation in: `failureThreshold` failures in a row mark it unhealthy, `recoveryThreshold`
+    successes in a row mark it healthy again; anything in between keeps the current verdict (no flapping)."""
+    bad = failed(observation, check)
+    failures = health.consecutive_failures + 1 if bad else 0
+    successes = 0 if bad else health.consecutive_successes + 1
+    healthy = failures < check.failure_threshold if health.healthy else successes >= check.recovery_threshold
+    error = observation.error or (f"{observation.latency_ms:.0f} ms is over the threshold" if bad else "")
+    return replace(
+        health,
+        healthy=healthy,
+        consecutive_failures=failures,
+        consecutive_successes=successes,
+        since=observation.at if healthy != health.healthy or health.since is None else health.since,
+        last_latency_ms=observation.latency_ms if observation.source == "probe" else health.last_latency_ms,
+        last_error=error if bad else health.last_error if not healthy else "",
+        last_probe=observation.at if observation.source == "probe" else health.last_probe,
+    )
+
+
+def fleet_observation(agents: int, agents_with_errors: int, at: datetime, provider: str) -> Observation | None:
+    """Passive signal: the provider failed this interval when at least a fifth of the reporting agents saw errors
+    from it. None when no agent reported."""
+    if agents == 0:
+        return None
+    if agents_with_errors >= max(1, math.ceil(agents / 5)):
+        return Observation(False, at, error=f"{agents_with_errors}/{agents} agents report {provider} errors",
+                           source="fleet")  # fmt: skip
+    return Observation(True, at, source="fleet")
+
+
+@dataclass(frozen=True)
+class Choice:
+    provider: str
+    reason: str  # Override | Preferred | FailedOver | FailedBack | Holding | NoHealthyProvider
+
+
+def choose(
+    chain: list[str],
+    health: dict[str, ProviderHealth],
+    current: str | None,
+    override: str | None,
+    failback: FailbackSpec,
+    now: datetime,
+) -> Choice:
+    """The provider a modality should use now."""
+    if override:
+        return Choice(override, "Override")
+    healthy = [name for name in chain if health.get(name, ProviderHealth()).healthy]
+    if current not in chain:
+        current = None
+    if not healthy:
+        return Choice(current or chain[0], "NoHealthyProvider")
+    best = healthy[0]
+    if current is None:
+        return Choice(best, "Preferred" if best == chain[0] else "FailedOver")
+    if current not in healthy:
+        return Choice(best, "FailedOver")
+    if chain.index(best) < chain.index(current):
+        since = health.get(best, ProviderHealth()).since
+        held = since is None or now - since >= timedelta(seconds=failback.hold_seconds)
+        if failback.mode == "Automatic" and held:
+            return Choice(best, "FailedBack")
+        return Choice(current, "Holding")
+    return Choice(current, "Preferred" if current == chain[0] else "FailedOver")

@@ -1,0 +1,86 @@
+"""Provider health hysteresis and the choice of provider: the decisions behind a fleet-wide flip."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from voicefleet_operator.health import Observation, ProviderHealth, choose, fleet_observation, observe
+from voicefleet_operator.models import FailbackSpec, HealthCheckSpec
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+CHECK = HealthCheckSpec(failure_threshold=3, recovery_threshold=2, latency_threshold_ms=1000)
+CHAIN = ["deepgram", "whisper"]
+
+
+def run(health: ProviderHealth, oks: str, start: int = 0) -> ProviderHealth:
+    for i, c in enumerate(oks):
+        health = observe(health, Observation(c == "+", T0 + timedelta(seconds=start + i), latency_ms=50), CHECK)
+    return health
+
+
+def test_unhealthy_only_after_failure_threshold_failures_in_a_row() -> None:
+    assert run(ProviderHealth(), "--").healthy
+    down = run(ProviderHealth(), "---")
+    assert not down.healthy and down.consecutive_failures == 3 and down.since == T0 + timedelta(seconds=2)
+
+
+def test_recovery_needs_recovery_threshold_successes_in_a_row() -> None:
+    down = run(ProviderHealth(), "---")
+    assert not run(down, "+-+", 3).healthy
+    back = run(down, "++", 3)
+    assert back.healthy and back.since == T0 + timedelta(seconds=4)
+
+
+def test_a_flapping_provider_never_changes_verdict() -> None:
+    health = ProviderHealth()
+    for i in range(20):
+        health = run(health, "-+", 2 * i)
+        assert health.healthy
+
+
+def test_slow_probe_counts_as_failure() -> None:
+    slow = ProviderHealth()
+    for i in range(3):
+        slow = observe(slow, Observation(True, T0 + timedelta(seconds=i), latency_ms=1500), CHECK)
+    assert not slow.healthy and "over the threshold" in slow.last_error
+
+
+def test_fleet_signal_needs_a_fifth_of_the_agents() -> None:
+    assert fleet_observation(0, 0, T0, "deepgram") is None
+    assert fleet_observation(200, 39, T0, "deepgram").ok  # type: ignore[union-attr]
+    bad = fleet_observation(200, 40, T0, "deepgram")
+    assert bad is not None and not bad.ok and "40/200 agents" in bad.error
+
+
+AUTO = FailbackSpec(mode="Automatic", hold_seconds=60)
+MANUAL = FailbackSpec(mode="Manual", hold_seconds=60)
+
+
+def test_choose_fails_over_to_the_next_healthy_provider() -> None:
+    health = {"deepgram": ProviderHealth(healthy=False)}
+    choice = choose(CHAIN, health, "deepgram", None, AUTO, T0)
+    assert (choice.provider, choice.reason) == ("whisper", "FailedOver")
+
+
+def test_override_wins_over_health() -> None:
+    health = {"whisper": ProviderHealth(healthy=False)}
+    assert choose(CHAIN, health, "deepgram", "whisper", AUTO, T0).provider == "whisper"
+
+
+def test_automatic_failback_waits_for_the_hold_time() -> None:
+    health = {"deepgram": ProviderHealth(healthy=True, since=T0)}
+    assert choose(CHAIN, health, "whisper", None, AUTO, T0 + timedelta(seconds=30)).reason == "Holding"
+    back = choose(CHAIN, health, "whisper", None, AUTO, T0 + timedelta(seconds=60))
+    assert (back.provider, back.reason) == ("deepgram", "FailedBack")
+
+
+def test_manual_failback_stays_on_the_fallback() -> None:
+    health = {"deepgram": ProviderHealth(healthy=True, since=T0)}
+    assert choose(CHAIN, health, "whisper", None, MANUAL, T0 + timedelta(hours=1)).provider == "whisper"
+
+
+def test_nothing_healthy_keeps_the_current_provider() -> None:
+    health = {name: ProviderHealth(healthy=False) for name in CHAIN}
+    assert choose(CHAIN, health, "whisper", None, AUTO, T0) == choose(CHAIN, health, "whisper", None, MANUAL, T0)
+    assert choose(CHAIN, health, "whisper", None, AUTO, T0).provider == "whisper"
+    assert choose(CHAIN, health, None, None, AUTO, T0).reason == "NoHealthyProvider"
