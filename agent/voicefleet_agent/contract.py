@@ -24,6 +24,9 @@ ENV_PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 ENV_PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 ENV_POD_NAME = "VOICEFLEET_POD_NAME"
 ENV_POD_NAMESPACE = "VOICEFLEET_POD_NAMESPACE"
+# Where the agent long-polls the operator for the providers in use (set when the agent follows a ProviderPolicy).
+ENV_FLEET_URL = "VOICEFLEET_FLEET_URL"
+FLEET_PATH = "/v1/fleet"
 
 # Dev/test overrides of the ports below (a pod never sets them).
 ENV_WORKER_PORT = "VOICEFLEET_WORKER_PORT"
@@ -101,6 +104,9 @@ class McpServerConfig(_Model):
     url: str
 
 
+_OMITTED_WHEN_UNSET = ("max_sessions", "idle_processes", "min_endpointing_delay_ms", "max_endpointing_delay_ms")
+
+
 class AgentConfig(_Model):
     """The file the operator renders into each VoiceAgent's ConfigMap and the agent reads at start."""
 
@@ -111,10 +117,16 @@ class AgentConfig(_Model):
     tts: tuple[ProviderConfig, ...]
     vad: VadConfig = Field(default_factory=VadConfig)
     turn_detection: TurnDetectionMode = "semantic"
+    # None: the framework's defaults (0.3 s / 2.5 s with semantic turn detection, 0.5 s / 3 s otherwise)
+    min_endpointing_delay_ms: int | None = Field(default=None, ge=0)
+    max_endpointing_delay_ms: int | None = Field(default=None, ge=0)
     instructions: str
     mcp_servers: tuple[McpServerConfig, ...] = ()
     filler_after_ms: int = 700
     drain_timeout_seconds: int = 600
+    max_sessions: int | None = Field(
+        default=None, ge=1, description="Sessions per pod before it reports full; None: LiveKit's CPU-based load."
+    )
     idle_processes: int | None = Field(
         default=None, ge=0, description="Warm job processes kept ready; None: LiveKit's default (one per CPU)."
     )
@@ -122,7 +134,14 @@ class AgentConfig(_Model):
     policy_generation: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+        data = self.model_dump(mode="json", by_alias=True)
+        # unset tuning knobs stay out of the file: configs rendered before they existed keep their bytes (and hash,
+        # so an operator upgrade does not roll every agent)
+        for name in _OMITTED_WHEN_UNSET:
+            alias = to_camel(name)
+            if data.get(alias) is None:
+                data.pop(alias, None)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> AgentConfig:

@@ -1,0 +1,75 @@
+"""The agent worker: an AgentServer dispatched explicitly by agent name, one voice session per job.
+
+Run with ``python -m voicefleet_agent start`` (fills in PROMETHEUS_MULTIPROC_DIR for local runs) or
+``python -m livekit.agents start agent/voicefleet_agent/main.py`` (then PROMETHEUS_MULTIPROC_DIR must already be set,
+as it is in the pod). The config comes from the file named by VOICEFLEET_CONFIG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from livekit.agents import AgentServer, JobContext, JobProcess, inference
+
+from voicefleet_agent.config import load_config
+from voicefleet_agent.contract import AgentConfig
+from voicefleet_agent.metrics import default_metrics, reap_dead_processes
+from voicefleet_agent.session import run_session, vad_options
+from voicefleet_agent.worker_options import preload_local_inference, server_options
+
+REAP_INTERVAL_SECONDS = 15.0
+CONFIG = load_config()
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download)."""
+    proc.userdata["vad"] = inference.VAD(model="silero", **vad_options(CONFIG.vad))
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    await run_session(ctx, CONFIG, vad=ctx.proc.userdata["vad"])
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _on_worker_started() -> None:
+    # export every family at 0 from the start: the HPA needs the sessions gauge before the first call
+    default_metrics().touch(CONFIG)
+
+    async def reap() -> None:
+        while True:
+            await asyncio.to_thread(reap_dead_processes)
+            await asyncio.sleep(REAP_INTERVAL_SECONDS)
+
+    task = asyncio.get_running_loop().create_task(reap(), name="voicefleet.reap_metrics")
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def build_server(config: AgentConfig) -> AgentServer:
+    preload_local_inference(config, os.environ)  # before the forkserver starts: it reads this at preload
+    server = AgentServer(setup_fnc=prewarm, **server_options(config, os.environ))
+    # explicit dispatch: LiveKit only sends this worker jobs for this agent name
+    server.rtc_session(entrypoint, agent_name=config.agent_name)
+    server.on("worker_started", _on_worker_started)
+    return server
+
+
+server = build_server(CONFIG)
+
+
+def cli(argv: list[str]) -> int:
+    """``start [options]`` / ``console ...`` for this module, via livekit-agents' own CLI."""
+    from livekit.agents.__main__ import main as livekit_main
+
+    if argv and argv[0] in ("start", "console"):
+        argv = [argv[0], str(Path(__file__).resolve()), *argv[1:]]
+    return livekit_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -1,0 +1,130 @@
+"""One voice session: pipeline, turn handling, tools and metrics wired into an AgentSession."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypedDict
+
+from livekit.agents import AgentSession, CloseEvent, JobContext, inference, llm
+from livekit.agents.inference import TurnDetectorVersions
+from livekit.agents.llm.mcp import MCPServerHTTP, MCPToolset
+from livekit.agents.vad import VAD
+from livekit.agents.voice.turn import EndpointingOptions, TurnDetectionMode, TurnHandlingOptions
+
+from voicefleet_agent.assistant import TaskAssistant
+from voicefleet_agent.contract import TASKS_MCP_SERVER, AgentConfig, VadConfig
+from voicefleet_agent.metrics import SessionRecorder, default_metrics
+from voicefleet_agent.providers import build_pipeline
+from voicefleet_agent.tasks_client import TasksClient, close_quietly
+
+log = logging.getLogger(__name__)
+
+GREETING = "Hi! I can keep track of your tasks. What would you like to do?"
+# the only turn detector model that runs offline, bundled in livekit-local-inference; pinned on purpose
+SEMANTIC_TURN_DETECTOR_VERSION: TurnDetectorVersions = "v1-mini"
+
+
+def semantic_turn_detector() -> TurnDetectionMode:
+    return inference.TurnDetector(version=SEMANTIC_TURN_DETECTOR_VERSION)
+
+
+def turn_detection(
+    config: AgentConfig, *, semantic: Callable[[], TurnDetectionMode] = semantic_turn_detector
+) -> TurnDetectionMode:
+    """The configured mode; semantic falls back to VAD (loudly) if its local model cannot load."""
+    if config.turn_detection == "semantic":
+        try:
+            return semantic()
+        except Exception:
+            log.exception(
+                "SEMANTIC TURN DETECTION UNAVAILABLE: TurnDetector(version=%r) failed to load; "
+                "falling back to VAD turn detection",
+                SEMANTIC_TURN_DETECTOR_VERSION,
+            )
+            return "vad"
+    return config.turn_detection
+
+
+def turn_handling(config: AgentConfig, *, detection: TurnDetectionMode | None = None) -> TurnHandlingOptions:
+    options: TurnHandlingOptions = {
+        "turn_detection": detection if detection is not None else turn_detection(config),
+        # barge-in on voice activity; "adaptive" would call LiveKit's hosted inference, which pods cannot reach
+        "interruption": {"enabled": True, "mode": "vad"},
+    }
+    endpointing: EndpointingOptions = {}
+    if config.min_endpointing_delay_ms is not None:
+        endpointing["min_delay"] = config.min_endpointing_delay_ms / 1000
+    if config.max_endpointing_delay_ms is not None:
+        endpointing["max_delay"] = config.max_endpointing_delay_ms / 1000
+    if endpointing:
+        options["endpointing"] = endpointing
+    return options
+
+
+class VadOptions(TypedDict):
+    activation_threshold: float
+    min_silence_duration: float
+    min_speech_duration: float
+
+
+def vad_options(vad: VadConfig) -> VadOptions:
+    return {
+        "activation_threshold": vad.activation_threshold,
+        "min_silence_duration": vad.min_silence_duration_ms / 1000,
+        "min_speech_duration": vad.min_speech_duration_ms / 1000,
+    }
+
+
+def tasks_client(config: AgentConfig) -> TasksClient | None:
+    for server in config.mcp_servers:
+        if server.name == TASKS_MCP_SERVER:
+            return TasksClient(server.url)
+    return None
+
+
+def other_toolsets(config: AgentConfig) -> list[llm.Toolset]:
+    """Tools of every configured MCP server except the tasks one, which the assistant wraps itself."""
+    return [
+        MCPToolset(id=s.name, mcp_server=MCPServerHTTP(s.url, transport_type="streamable_http"))
+        for s in config.mcp_servers
+        if s.name != TASKS_MCP_SERVER
+    ]
+
+
+async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None:
+    """Start the agent in the job's room; the session ends with the room or the job."""
+    pipeline = build_pipeline(config, vad=vad)
+    tasks = tasks_client(config)
+    session: AgentSession[Any] = AgentSession(
+        stt=pipeline.stt.model,
+        llm=pipeline.llm.model,
+        tts=pipeline.tts.model,
+        vad=vad,
+        turn_handling=turn_handling(config),
+    )
+    recorder = SessionRecorder(default_metrics(), agent=config.agent_name, pipeline=pipeline)
+    recorder.attach(session)
+    recorder.session_started()
+
+    async def on_shutdown() -> None:
+        recorder.session_ended(session.usage.model_usage)
+        if tasks is not None:
+            await close_quietly(tasks)
+
+    def on_close(_ev: CloseEvent) -> None:
+        recorder.session_ended(session.usage.model_usage)
+        # the caller left or the session failed: free the job process now rather than when the room empties
+        ctx.shutdown(reason="agent session closed")
+
+    ctx.add_shutdown_callback(on_shutdown)
+    session.on("close", on_close)
+
+    assistant = TaskAssistant(
+        instructions=config.instructions,
+        tasks=tasks,
+        filler_after_ms=config.filler_after_ms,
+        toolsets=other_toolsets(config),
+    )
+    await session.start(agent=assistant, room=ctx.room)
+    session.say(GREETING)

@@ -1,0 +1,4 @@
+from voicefleet_tasks.server import main
+
+if __name__ == "__main__":
+    main()

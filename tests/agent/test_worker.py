@@ -1,0 +1,72 @@
+"""The worker process as the pod runs it: ``python -m voicefleet_agent start`` with a rendered config.
+
+No LiveKit server here (real-room tests live with the test ground): the worker keeps retrying to register, which
+is enough to check dispatch naming, the metrics endpoint and SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_testkit import free_port, make_config, poll, wait_for_http
+
+from voicefleet_agent import contract
+
+STARTUP_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    config = tmp_path / "agent.json"
+    config.write_text(make_config(agent_name="task-manager", turn_detection="vad", idle_processes=1).to_json())
+    worker_port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        contract.ENV_CONFIG_PATH: str(config),
+        contract.ENV_AGENT_NAME: "not-this-one",  # the rendered config is the source of truth
+        contract.ENV_LIVEKIT_URL: f"ws://127.0.0.1:{free_port()}",  # nothing listens there
+        contract.ENV_LIVEKIT_API_KEY: "devkey",
+        contract.ENV_LIVEKIT_API_SECRET: "secret",
+        contract.ENV_PROMETHEUS_MULTIPROC_DIR: str(tmp_path / "prometheus"),
+        contract.ENV_WORKER_PORT: str(worker_port),
+        contract.ENV_METRICS_PORT: str(metrics_port),
+    }
+    with (tmp_path / "worker.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voicefleet_agent", "start"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield proc, worker_port, metrics_port
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body: bytes = resp.read()
+        return body.decode()
+
+
+def test_worker_dispatch_metrics_and_sigterm(worker: tuple[subprocess.Popen[bytes], int, int]) -> None:
+    proc, worker_port, metrics_port = worker
+    wait_for_http(f"http://127.0.0.1:{worker_port}/worker", timeout=STARTUP_TIMEOUT, proc=proc)
+    wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=STARTUP_TIMEOUT, proc=proc)
+
+    assert json.loads(get(f"http://127.0.0.1:{worker_port}/worker"))["agent_name"] == "task-manager"
+    gauge = f'{contract.ACTIVE_SESSIONS}{{agent="task-manager"}} 0.0'
+    poll(lambda: gauge in get(f"http://127.0.0.1:{metrics_port}/metrics"), timeout=STARTUP_TIMEOUT)
+    metrics = get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert f'{contract.COST_USD}{{agent="task-manager",modality="tts",provider="cartesia"}} 0.0' in metrics
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
