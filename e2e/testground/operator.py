@@ -41,16 +41,17 @@ class OperatorProcess:
         self.env = env or {}
         self.log_path = log_dir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.health_port = self.metrics_port = 0
+        self.health_port = self.metrics_port = self.fleet_port = 0
 
     def start(self, timeout: float = 60) -> None:
-        self.health_port, self.metrics_port = free_port(), free_port()
+        self.health_port, self.metrics_port, self.fleet_port = free_port(), free_port(), free_port()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable, "-m", "voicefleet_operator", "--log-format", "plain",
                     "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                     "--metrics-port", str(self.metrics_port),
+                    "--fleet-listen", f"127.0.0.1:{self.fleet_port}", "--fleet-url", self.fleet_url,
                 ],
                 env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -62,6 +63,11 @@ class OperatorProcess:
             if time.monotonic() > deadline:
                 raise ComponentError("operator", f"not live after {timeout}s", self.log_path)
             time.sleep(0.2)
+
+    @property
+    def fleet_url(self) -> str:
+        """Where agents on this machine long-poll the operator for the providers in use."""
+        return f"http://127.0.0.1:{self.fleet_port}"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:

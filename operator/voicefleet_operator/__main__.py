@@ -18,10 +18,22 @@ def main() -> None:
     parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only these (default: all)")
     parser.add_argument("--liveness", default=os.environ.get("VOICEFLEET_LIVENESS", "http://0.0.0.0:8080/healthz"))
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("VOICEFLEET_METRICS_PORT", "9090")))
+    parser.add_argument(
+        "--fleet-listen",
+        default=os.environ.get("VOICEFLEET_FLEET_LISTEN", "0.0.0.0:8090"),
+        help="host:port where agents long-poll for the providers in use",
+    )
+    parser.add_argument(
+        "--fleet-url",
+        default=os.environ.get("VOICEFLEET_FLEET_URL", ""),
+        help="that address as agent pods reach it, e.g. http://voicefleet-operator.voicefleet.svc:8090",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default=os.environ.get("VOICEFLEET_LOG", "json"))
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
 
+    os.environ["VOICEFLEET_FLEET_LISTEN"] = args.fleet_listen
+    os.environ["VOICEFLEET_FLEET_URL"] = args.fleet_url
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,

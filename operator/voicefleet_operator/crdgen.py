@@ -59,6 +59,7 @@ KINDS = (
             {"name": "STT", "type": "string", "jsonPath": ".status.active.stt"},
             {"name": "LLM", "type": "string", "jsonPath": ".status.active.llm"},
             {"name": "TTS", "type": "string", "jsonPath": ".status.active.tts"},
+            {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.summary"},
             _AGE,
         ),
         description="Ordered STT/LLM/TTS provider chains with health checks, failback and an on-call override.",

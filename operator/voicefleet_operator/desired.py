@@ -43,6 +43,7 @@ RESERVED_ENV = frozenset(
         contract.ENV_PROMETHEUS_MULTIPROC_DIR,
         contract.ENV_POD_NAME,
         contract.ENV_POD_NAMESPACE,
+        contract.ENV_FLEET_URL,
     }
 )
 
@@ -59,6 +60,8 @@ class Inputs:
     policy: ProviderPolicy | None = None
     instructions: str | None = None  # resolved from instructionsConfigMapRef, when set
     secret_versions: dict[str, str] = field(default_factory=dict)  # Secret name → resourceVersion
+    policy_active: ActiveProviders | None = None  # what the policy's failover decided, from its status
+    fleet_url: str | None = None  # the operator's fleet channel, for agents that follow a policy
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,15 @@ def _provider_config(modality: str, index: int, spec: NamedProviderSpec) -> cont
 
 
 def active_providers(inputs: Inputs) -> ActiveProviders:
-    """Per modality: the on-call override if set, else the first provider of the chain."""
+    """Per modality: what the policy's failover decided, else the on-call override, else the chain's first."""
     override = inputs.policy.spec.override if inputs.policy else None
+    decided = inputs.policy_active
     chosen = {}
     for modality in MODALITIES:
+        names = [p.name for p in _chain(inputs, modality)]
         pinned = getattr(override, modality) if override else None
-        chosen[modality] = pinned or _chain(inputs, modality)[0].name
+        current = getattr(decided, modality) if decided else None
+        chosen[modality] = pinned or (current if current in names else None) or names[0]
     return ActiveProviders(**chosen)
 
 
@@ -223,6 +229,8 @@ def _env(inputs: Inputs, config: contract.AgentConfig) -> list[dict[str, Any]]:
         from_field(contract.ENV_POD_NAME, "metadata.name"),
         from_field(contract.ENV_POD_NAMESPACE, "metadata.namespace"),
     ]
+    if inputs.policy is not None and inputs.fleet_url:
+        env.append({"name": contract.ENV_FLEET_URL, "value": inputs.fleet_url})
     for modality in MODALITIES:
         for index, provider in enumerate(_chain(inputs, modality)):
             if provider.secret_ref:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any, cast
@@ -9,14 +10,19 @@ from typing import Any, cast
 import kopf
 from lightkube import AsyncClient
 
+from voicefleet_agent import contract
 from voicefleet_operator.desired import MANAGED_BY
+from voicefleet_operator.failover import Failover
+from voicefleet_operator.fleet import Fleet
 from voicefleet_operator.kube import Kube
 from voicefleet_operator.livekit import LiveKitUnavailable
 from voicefleet_operator.models import GROUP, VERSION
-from voicefleet_operator.reconcile import Reconciler
+from voicefleet_operator.probes import probe
+from voicefleet_operator.reconcile import Reconciler, utcnow
 from voicefleet_operator.telephony import Telephony
 
 RETRY_SECONDS = 15
+ENV_FLEET_LISTEN = "VOICEFLEET_FLEET_LISTEN"  # host:port of the fleet channel
 # Drift repair and LiveKit comparison interval; tests shorten it.
 RESYNC_SECONDS = float(os.environ.get("VOICEFLEET_RESYNC_SECONDS", "60"))
 CHILDREN = (
@@ -53,7 +59,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.default_backoffs = (1, 3)
     settings.watching.server_timeout = 300
     kube = Kube(AsyncClient(field_manager="voicefleet-operator"))
-    memo.reconciler = Reconciler(kube, emit=_emit, telephony=Telephony(kube))
+    fleet = Fleet()
+    host, _colon, port = os.environ.get(ENV_FLEET_LISTEN, "0.0.0.0:8090").rpartition(":")
+    memo.fleet_runner = await fleet.serve(host, int(port))
+    memo.failover = Failover(kube, fleet, emit=_emit, probe=probe, clock=utcnow)
+    memo.reconciler = Reconciler(
+        kube,
+        emit=_emit,
+        telephony=Telephony(kube),
+        failover=memo.failover,
+        fleet_url=os.environ.get(contract.ENV_FLEET_URL) or None,
+    )
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: Any, **_: Any) -> None:
+    await memo.fleet_runner.cleanup()
 
 
 @kopf.on.resume(GROUP, VERSION, "voiceagents")
@@ -86,6 +107,22 @@ async def resync(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "providerpolicies")
 async def provider_policy(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     await memo.reconciler.policy(_ns(namespace), name)
+
+
+@kopf.daemon(GROUP, VERSION, "providerpolicies", cancellation_timeout=3)
+async def watch_providers(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Probe every provider each healthCheck.intervalSeconds; in between, publish rollout progress every second."""
+    loop = asyncio.get_running_loop()
+    next_probe = loop.time()
+    while True:
+        if loop.time() >= next_probe:
+            interval = await memo.failover.probe_all(_ns(namespace), name)
+            if interval is None:
+                return
+            next_probe = loop.time() + interval
+        else:
+            await memo.failover.refresh_rollout(_ns(namespace), name)
+        await asyncio.sleep(1)
 
 
 def _owner(body: kopf.Body) -> str | None:

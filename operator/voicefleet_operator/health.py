@@ -90,7 +90,8 @@ def choose(
     if current not in chain:
         current = None
     if not healthy:
-        return Choice(current or chain[0], "NoHealthyProvider")
+        # Nothing to gain from any choice: fall back to the declared preference, so handing back is predictable.
+        return Choice(chain[0], "NoHealthyProvider")
     best = healthy[0]
     if current is None:
         return Choice(best, "Preferred" if best == chain[0] else "FailedOver")

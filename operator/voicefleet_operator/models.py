@@ -415,12 +415,37 @@ class VoiceAgentStatus(Model):
     phone: PhoneStatus | None = Field(default=None, description="LiveKit SIP objects of the phone channel.")
 
 
+class ProviderHealthStatus(Model):
+    """Health of one provider of the policy."""
+
+    modality: Literal["stt", "llm", "tts"] = Field(description="stt, llm or tts.")
+    name: str = Field(description="Provider name in the chain.")
+    healthy: bool = Field(description="The verdict, with hysteresis.")
+    consecutive_failures: int = Field(default=0, description="Failed observations in a row.")
+    last_probe_latency_ms: float | None = Field(default=None, description="Latency of the last synthetic probe.")
+    last_error: str = Field(default="", description="Why the last failed observation failed.")
+    since: datetime | None = Field(default=None, description="When the verdict last changed.")
+    last_probe: datetime | None = Field(default=None, description="When the last probe ran.")
+
+
+class RolloutStatus(Model):
+    """How far the agents have switched to the providers in use."""
+
+    generation: int = Field(description="Provider generation the agents should run.")
+    acknowledged: int = Field(description="Agent processes running it.")
+    agents: int = Field(description="Agent processes heard from recently.")
+    summary: str = Field(default="", description="E.g. 'stt=whisper: 198/200 agents'.")
+
+
 class ProviderPolicyStatus(Model):
     """Observed state of a ProviderPolicy."""
 
     observed_generation: int | None = Field(default=None, description="Last spec generation reconciled.")
     conditions: ConditionList
     active: ActiveProviders | None = Field(default=None, description="Provider in use per modality.")
+    provider_generation: int | None = Field(default=None, description="Bumped on every change of active.")
+    providers: list[ProviderHealthStatus] = Field(default_factory=list, description="Health of every provider.")
+    rollout: RolloutStatus | None = Field(default=None, description="Agents switched to the providers in use.")
 
 
 class Resource(Model):

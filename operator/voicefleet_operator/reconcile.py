@@ -13,12 +13,12 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Histogram
 
 from voicefleet_operator import conditions, desired
-from voicefleet_operator.kube import ProviderPolicyResource, VoiceAgentResource
+from voicefleet_operator.failover import Failover
+from voicefleet_operator.kube import VoiceAgentResource
 from voicefleet_operator.models import (
     ActiveProviders,
     Condition,
     ProviderPolicy,
-    ProviderPolicyStatus,
     VoiceAgent,
     VoiceAgentStatus,
 )
@@ -69,9 +69,19 @@ def _previous(body: dict[str, Any]) -> list[Condition]:
 class Reconciler:
     """Reconciles VoiceAgents and ProviderPolicies. One lock per object keeps concurrent triggers in order."""
 
-    def __init__(self, store: Store, emit: Emit, telephony: Telephony, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        emit: Emit,
+        telephony: Telephony,
+        failover: Failover,
+        clock: Clock = utcnow,
+        fleet_url: str | None = None,
+    ) -> None:
         self.store = store
         self.telephony = telephony
+        self.failover = failover
+        self.fleet_url = fleet_url
         self.emit = emit
         self.clock = clock
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -93,11 +103,14 @@ class Reconciler:
         """Read what the spec references. Raises _Missing for a reference that does not exist."""
         namespace = agent.metadata["namespace"]
         policy = None
+        policy_active = None
         if ref := agent.spec.provider_policy_ref:
             body = await self.store.provider_policy(namespace, ref.name)
             if body is None:
                 raise _Missing("PolicyNotFound", f"ProviderPolicy {ref.name} not found in {namespace}")
             policy = _parse(ProviderPolicy, body)
+            if active := (body.get("status") or {}).get("active"):
+                policy_active = ActiveProviders.model_validate(active)
         instructions = None
         if cm := agent.spec.pipeline.instructions_config_map_ref:
             instructions = await self.store.config_map_key(namespace, cm.name, cm.key)
@@ -109,7 +122,14 @@ class Reconciler:
             if version is None:
                 raise _Missing("SecretNotFound", f"Secret {secret} not found in {namespace}")
             versions[secret] = version
-        return desired.Inputs(agent=agent, policy=policy, instructions=instructions, secret_versions=versions)
+        return desired.Inputs(
+            agent=agent,
+            policy=policy,
+            instructions=instructions,
+            secret_versions=versions,
+            policy_active=policy_active,
+            fleet_url=self.fleet_url,
+        )
 
     async def _agent(self, namespace: str, name: str) -> Outcome | None:
         body = await self.store.voice_agent(namespace, name)
@@ -173,9 +193,11 @@ class Reconciler:
         async with self._locks[("ProviderPolicy", f"{namespace}/{name}")]:
             body = await self.store.provider_policy(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
+                self.failover.forget(namespace, name)
                 outcome = None
             else:
-                outcome = await self._policy(body)
+                await self.failover.decide(body)
+                outcome = Outcome(problem=None, ready=True)
         for agent in await self.store.voice_agents(namespace):
             ref = (agent.get("spec") or {}).get("providerPolicyRef") or {}
             if ref.get("name") == name:
@@ -197,34 +219,6 @@ class Reconciler:
                 uses = name in desired.referenced_secrets(agent, policy)
             if uses:
                 await self.agent(namespace, agent.metadata["name"])
-
-    async def _policy(self, body: dict[str, Any]) -> Outcome:
-        policy: ProviderPolicy = _parse(ProviderPolicy, body)
-        previous = _previous(body)
-        generation = body["metadata"].get("generation", 0)
-        override = policy.spec.override
-        active = {
-            m: (getattr(override, m) if override else None) or chain.providers[0].name
-            for m in desired.MODALITIES
-            if (chain := getattr(policy.spec, m)) is not None
-        }
-        if override and any(getattr(override, m) for m in desired.MODALITIES):
-            pinned = ", ".join(f"{m}={getattr(override, m)}" for m in desired.MODALITIES if getattr(override, m))
-            ready = ("Ready", "True", "OverrideActive", f"On-call override in force: {pinned}")
-        else:
-            ready = ("Ready", "True", "Accepted", "Provider chains are valid")
-        current = conditions.merge(previous, [ready], generation, self.clock())  # type: ignore[list-item]
-        status = ProviderPolicyStatus(
-            observed_generation=generation, conditions=current, active=ActiveProviders(**active)
-        )
-        await self.store.patch_status(
-            ProviderPolicyResource,
-            body["metadata"]["namespace"],
-            body["metadata"]["name"],
-            status.model_dump(mode="json", by_alias=True, exclude_none=True),
-        )
-        self._announce(body, previous, current)
-        return Outcome(problem=None, ready=True)
 
     def _announce(self, body: dict[str, Any], previous: list[Condition], current: list[Condition]) -> None:
         for cond in conditions.transitions(previous, current):

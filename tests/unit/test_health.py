@@ -79,8 +79,8 @@ def test_manual_failback_stays_on_the_fallback() -> None:
     assert choose(CHAIN, health, "whisper", None, MANUAL, T0 + timedelta(hours=1)).provider == "whisper"
 
 
-def test_nothing_healthy_keeps_the_current_provider() -> None:
+def test_nothing_healthy_goes_to_the_declared_preference() -> None:
     health = {name: ProviderHealth(healthy=False) for name in CHAIN}
     assert choose(CHAIN, health, "whisper", None, AUTO, T0) == choose(CHAIN, health, "whisper", None, MANUAL, T0)
-    assert choose(CHAIN, health, "whisper", None, AUTO, T0).provider == "whisper"
+    assert choose(CHAIN, health, "whisper", None, AUTO, T0).provider == "deepgram"
     assert choose(CHAIN, health, None, None, AUTO, T0).reason == "NoHealthyProvider"

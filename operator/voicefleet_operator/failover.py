@@ -1,0 +1,223 @@
+"""Provider failover, the service layer: probe, fold health, choose, publish to the fleet channel, write status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from voicefleet_operator import conditions, health
+from voicefleet_operator.fleet import Fleet
+from voicefleet_operator.kube import ProviderPolicyResource
+from voicefleet_operator.models import (
+    ActiveProviders,
+    Condition,
+    NamedProviderSpec,
+    ProviderHealthStatus,
+    ProviderPolicy,
+    ProviderPolicyStatus,
+    RolloutStatus,
+)
+
+MODALITIES = ("stt", "llm", "tts")
+
+ACTIVE = Gauge("voicefleet_operator_active_provider", "1 for the provider in use", ["namespace", "policy", "modality",
+               "provider"])  # fmt: skip
+HEALTHY = Gauge("voicefleet_operator_provider_healthy", "1 healthy, 0 not", ["namespace", "policy", "provider"])
+FLIPS = Counter("voicefleet_operator_provider_flips_total", "Changes of the provider in use",
+                ["namespace", "policy", "modality", "reason"])  # fmt: skip
+PROBE_SECONDS = Histogram("voicefleet_operator_probe_seconds", "Synthetic probe latency", ["provider"],
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))  # fmt: skip
+
+Probe = Callable[[NamedProviderSpec, str | None, float], Awaitable[health.Observation]]
+Emit = Callable[[dict[str, Any], str, str, str], None]
+
+
+class Store(Protocol):
+    async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+def _previous(body: dict[str, Any]) -> list[Condition]:
+    return [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
+
+
+class Failover:
+    """Keeps provider health per ProviderPolicy and the fleet channel in step with the decision."""
+
+    def __init__(self, store: Store, fleet: Fleet, emit: Emit, probe: Probe, clock: Callable[[], Any]) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.emit = emit
+        self.probe = probe
+        self.clock = clock
+        self.health: dict[tuple[str, str], dict[tuple[str, str], health.ProviderHealth]] = defaultdict(dict)
+        self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._rollout: dict[tuple[str, str], tuple[int, int, int]] = {}
+
+    async def probe_all(self, namespace: str, name: str) -> float | None:
+        """One round of synthetic probes and the fleet's error reports, then a decision. Returns the probe
+        interval to wait, None when the policy is gone."""
+        body = await self.store.provider_policy(namespace, name)
+        if body is None:
+            return None
+        policy = ProviderPolicy.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+        check = policy.spec.health_check
+        targets = [(m, p) for m in MODALITIES if (chain := getattr(policy.spec, m)) for p in chain.providers]
+
+        async def one(modality: str, spec: NamedProviderSpec) -> tuple[str, str, health.Observation]:
+            key = None
+            if spec.secret_ref:
+                data = await self.store.secret_data(namespace, spec.secret_ref.name) or {}
+                key = data.get(spec.secret_ref.key)
+            observation = await self.probe(spec, key, check.timeout_seconds)
+            if observation.latency_ms is not None:
+                PROBE_SECONDS.labels(spec.name).observe(observation.latency_ms / 1000)
+            return modality, spec.name, observation
+
+        results = await asyncio.gather(*(one(m, p) for m, p in targets))
+        channel = self.fleet.channel(namespace, name)
+        agents, errors = channel.take_errors(time.monotonic())
+        async with self.locks[(namespace, name)]:
+            known = self.health[(namespace, name)]
+            for modality, provider, observation in results:
+                state = known.get((modality, provider), health.ProviderHealth())
+                state = health.observe(state, observation, check)
+                if passive := health.fleet_observation(agents, errors.get(provider, 0), observation.at, provider):
+                    state = health.observe(state, passive, check)
+                known[(modality, provider)] = state
+        await self.decide(body)
+        return float(check.interval_seconds)
+
+    async def decide(self, body: dict[str, Any]) -> None:
+        """Choose per modality, publish a new generation when anything moved, and write the policy's status."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        policy = ProviderPolicy.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+        status = body.get("status") or {}
+        async with self.locks[(namespace, name)]:
+            channel = self.fleet.channel(namespace, name)
+            known = self.health[(namespace, name)]
+            if channel.generation == 0 and status.get("providerGeneration"):
+                # After a restart: carry on from what the fleet was told before.
+                channel.publish(status["providerGeneration"], dict(status.get("active") or {}))
+            now = self.clock()
+            active: dict[str, str] = {}
+            reasons: dict[str, str] = {}
+            override = policy.spec.override
+            for modality in MODALITIES:
+                chain = getattr(policy.spec, modality)
+                if chain is None:
+                    continue
+                names = [p.name for p in chain.providers]
+                health_of = {n: known.get((modality, n), health.ProviderHealth()) for n in names}
+                pinned = getattr(override, modality) if override else None
+                current = channel.active.get(modality)
+                choice = health.choose(names, health_of, current, pinned, policy.spec.failback, now)
+                active[modality], reasons[modality] = choice.provider, choice.reason
+            generation = channel.generation
+            if active != channel.active:
+                generation = channel.generation + 1
+                for modality, provider in active.items():
+                    before = channel.active.get(modality)
+                    if before is not None and before != provider:
+                        reason = reasons[modality]
+                        FLIPS.labels(namespace, name, modality, reason).inc()
+                        why = f" ({override.reason})" if override and override.reason and reason == "Override" else ""
+                        message = f"{modality}: {before} → {provider}{why}, provider generation {generation}"
+                        self.emit(body, "Warning" if reason == "FailedOver" else "Normal", reason, message)
+                channel.publish(generation, active)
+            for modality, provider in active.items():
+                for p in getattr(policy.spec, modality).providers:
+                    ACTIVE.labels(namespace, name, modality, p.name).set(1 if p.name == provider else 0)
+            new_status = self._status(policy, body, active, reasons, generation, now)
+        await self.store.patch_status(ProviderPolicyResource, namespace, name, new_status)
+
+    def _status(
+        self,
+        policy: ProviderPolicy,
+        body: dict[str, Any],
+        active: dict[str, str],
+        reasons: dict[str, str],
+        generation: int,
+        now: Any,
+    ) -> dict[str, Any]:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        known = self.health[(namespace, name)]
+        providers = []
+        unhealthy = []
+        for modality in MODALITIES:
+            chain = getattr(policy.spec, modality)
+            for p in chain.providers if chain else []:
+                state = known.get((modality, p.name), health.ProviderHealth())
+                HEALTHY.labels(namespace, name, p.name).set(1 if state.healthy else 0)
+                if not state.healthy:
+                    unhealthy.append(f"{p.name} ({state.last_error or 'failing'})")
+                providers.append(ProviderHealthStatus(
+                    modality=modality, name=p.name, healthy=state.healthy,
+                    consecutive_failures=state.consecutive_failures, last_probe_latency_ms=state.last_latency_ms,
+                    last_error=state.last_error, since=state.since, last_probe=state.last_probe,
+                ))  # fmt: skip
+        moved = [m for m in active if reasons[m] in ("FailedOver", "Holding", "NoHealthyProvider")]
+        pinned = [m for m in active if reasons[m] == "Override"]
+        found: list[tuple[str, conditions.Status, str, str]] = []
+        if unhealthy:
+            found.append(("ProviderDegraded", "True", "ProbesFailing", "Unhealthy: " + ", ".join(unhealthy)))
+        else:
+            found.append(("ProviderDegraded", "False", "AllHealthy", "Every provider passes its health checks"))
+        if moved:
+            found.append(("FailedOver", "True", "FailedOver", ", ".join(f"{m}={active[m]}" for m in moved)))
+        else:
+            found.append(("FailedOver", "False", "OnPreferred", "Every modality runs its preferred provider"))
+        if pinned:
+            in_force = ", ".join(f"{m}={active[m]}" for m in pinned)
+            found.append(("Ready", "True", "OverrideActive", f"On-call override in force: {in_force}"))
+        else:
+            found.append(("Ready", "True", "Accepted", "Provider chains are valid"))
+        previous = _previous(body)
+        current = conditions.merge(previous, found, body["metadata"].get("generation", 0), now)
+        self._announce(body, previous, current)
+        acknowledged, agents = self.fleet.channel(namespace, name).rollout(time.monotonic())
+        self._rollout[(namespace, name)] = (generation, acknowledged, agents)
+        summary = " ".join(f"{m}={p}" for m, p in active.items())
+        return ProviderPolicyStatus(
+            observed_generation=body["metadata"].get("generation", 0),
+            conditions=current,
+            active=ActiveProviders(**active),
+            provider_generation=generation,
+            providers=providers,
+            rollout=RolloutStatus(
+                generation=generation,
+                acknowledged=acknowledged,
+                agents=agents,
+                summary=f"{summary}: {acknowledged}/{agents} agents",
+            ),
+        ).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def _announce(self, body: dict[str, Any], previous: list[Condition], current: list[Condition]) -> None:
+        for cond in conditions.transitions(previous, current):
+            if cond.type in ("ProviderDegraded", "FailedOver") and (cond.status == "True" or previous):
+                kind = "Warning" if cond.status == "True" else "Normal"
+                self.emit(body, kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}")
+
+    async def refresh_rollout(self, namespace: str, name: str) -> None:
+        """Rewrite status when acknowledgements moved since the last write (cheap; called every second)."""
+        key = (namespace, name)
+        if key not in self._rollout:
+            return
+        _, acknowledged, agents = self._rollout[key]
+        now_acked, now_agents = self.fleet.channel(namespace, name).rollout(time.monotonic())
+        if (now_acked, now_agents) == (acknowledged, agents):
+            return
+        body = await self.store.provider_policy(namespace, name)
+        if body is not None:
+            await self.decide(body)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.health.pop((namespace, name), None)
+        self._rollout.pop((namespace, name), None)
+        self.fleet.drop(namespace, name)

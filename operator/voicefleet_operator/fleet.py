@@ -1,0 +1,123 @@
+"""The fleet channel: agents long-poll the operator for the providers in use, and acknowledge by polling again.
+
+Why a long poll to the operator rather than a watch on the API server or a ConfigMap volume: a volume refresh takes
+about a minute, a watch per agent process needs Kubernetes credentials in every pod, and the operator already holds
+the decision. A poll answers the moment the generation moves (one asyncio notify for every waiting agent), carries
+the generation the agent runs (the acknowledgement) and the provider errors it saw (the passive health signal), and
+needs no permission at all. When the operator is away, agents keep their last providers and their in-session
+fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from voicefleet_agent.contract import FLEET_PATH
+
+ACTIVE_WINDOW_S = 75.0  # an agent not heard from for this long no longer counts in the rollout
+MAX_WAIT_S = 55.0
+
+
+@dataclass
+class Agent:
+    generation: int
+    seen: float
+
+
+@dataclass
+class Channel:
+    """One ProviderPolicy's channel: its generation, the providers in use, and who runs what."""
+
+    generation: int = 0
+    active: dict[str, str] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    errors: dict[str, set[str]] = field(default_factory=dict)  # provider → agents that reported errors
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self, generation: int, active: dict[str, str]) -> None:
+        if generation == self.generation and active == self.active:
+            return
+        self.generation, self.active = generation, dict(active)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def heard(self, agent: str, generation: int, errors: dict[str, int], now: float) -> None:
+        self.agents[agent] = Agent(generation, now)
+        for provider, count in errors.items():
+            if count > 0:
+                self.errors.setdefault(provider, set()).add(agent)
+
+    def rollout(self, now: float) -> tuple[int, int]:
+        """(agents on the current generation, agents heard from recently)."""
+        live = [a for a in self.agents.values() if now - a.seen <= ACTIVE_WINDOW_S]
+        return sum(a.generation == self.generation for a in live), len(live)
+
+    def take_errors(self, now: float) -> tuple[int, dict[str, int]]:
+        """Agents heard from recently, and per provider how many reported errors since the last call."""
+        live = sum(now - a.seen <= ACTIVE_WINDOW_S for a in self.agents.values())
+        counts = {provider: len(agents) for provider, agents in self.errors.items()}
+        self.errors = {}
+        return live, counts
+
+
+class Fleet:
+    """Channels of every ProviderPolicy, served over HTTP."""
+
+    def __init__(self) -> None:
+        self.channels: dict[tuple[str, str], Channel] = {}
+
+    def channel(self, namespace: str, policy: str) -> Channel:
+        return self.channels.setdefault((namespace, policy), Channel())
+
+    def drop(self, namespace: str, policy: str) -> None:
+        self.channels.pop((namespace, policy), None)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """GET {FLEET_PATH}/{namespace}/{policy}?agent=ID&generation=N&wait=S&errors=p:n,…"""
+        namespace, policy = request.match_info["namespace"], request.match_info["policy"]
+        query = request.query
+        try:
+            agent = query["agent"]
+            generation = int(query.get("generation", "-1"))
+            wait = min(float(query.get("wait", "25")), MAX_WAIT_S)
+            errors = _errors(query.get("errors", ""))
+        except (KeyError, ValueError) as error:
+            raise web.HTTPBadRequest(text=f"bad query: {error}") from error
+        channel = self.channels.get((namespace, policy))
+        if channel is None:
+            raise web.HTTPNotFound(text=f"no ProviderPolicy {namespace}/{policy} known to the operator")
+        channel.heard(agent, generation, errors, time.monotonic())
+        if generation == channel.generation:
+            changed = channel.changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=wait)
+        return web.json_response({"generation": channel.generation, "active": channel.active})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(FLEET_PATH + "/{namespace}/{policy}", self.handle)
+        app.router.add_get("/healthz", _ok)
+        return app
+
+    async def serve(self, host: str, port: int) -> web.AppRunner:
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        return runner
+
+
+async def _ok(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def _errors(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        name, _, count = part.partition(":")
+        out[name] = int(count or "1")
+    return out
