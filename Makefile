@@ -7,7 +7,7 @@ ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all venv system-deps bins crds crds-check lint typecheck test unit demo run testground-up testground-down \
-	bench-reconcile clean
+	bench-reconcile bench-voice bench-failover clean
 
 all: test
 
@@ -61,6 +61,12 @@ testground-down: venv
 # Benchmarks print a table and write bench-results/*.json; they are not tests.
 bench-reconcile: venv system-deps bins
 	$(PY) -m testground.bench_reconcile $(ARGS)
+
+bench-voice: venv system-deps bins
+	$(PY) -m voiceroom.bench_voice $(ARGS)
+
+bench-failover: venv system-deps bins
+	$(PY) -m failover.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .testground .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""The fleet channel: long polls wake on a new generation, acknowledgements and error reports are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from voicefleet_agent.contract import FLEET_PATH
+from voicefleet_operator.fleet import ACTIVE_WINDOW_S, Channel, Fleet
+
+
+def test_rollout_counts_agents_on_the_current_generation_and_forgets_silent_ones() -> None:
+    channel = Channel()
+    channel.publish(1, {"stt": "deepgram"})
+    now = time.monotonic()
+    channel.heard("a", 1, {}, now)
+    channel.heard("b", 0, {"deepgram": 2}, now)
+    channel.heard("c", 1, {}, now - ACTIVE_WINDOW_S - 1)
+    assert channel.rollout(now) == (1, 2)
+    assert channel.take_errors(now) == (2, {"deepgram": 1})
+    assert channel.take_errors(now) == (2, {})
+
+
+async def test_long_poll_answers_at_once_when_behind_and_wakes_on_publish() -> None:
+    fleet = Fleet()
+    channel = fleet.channel("fleet", "default")
+    channel.publish(3, {"stt": "deepgram"})
+    runner = await fleet.serve("127.0.0.1", 0)
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}{FLEET_PATH}/fleet/default"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, params={"agent": "a", "generation": "-1"}) as r:
+                assert await r.json() == {"generation": 3, "active": {"stt": "deepgram"}}
+            poll = asyncio.create_task(http.get(url, params={"agent": "a", "generation": "3", "wait": "20"}))
+            await asyncio.sleep(0.2)
+            assert not poll.done()  # waiting: the agent runs the current generation
+            started = time.perf_counter()
+            channel.publish(4, {"stt": "whisper"})
+            async with await poll as r:
+                body = await r.json()
+            assert body == {"generation": 4, "active": {"stt": "whisper"}}
+            assert time.perf_counter() - started < 1.0
+            async with http.get(url, params={"agent": "a", "generation": "4", "wait": "0.1"}) as r:
+                assert (await r.json())["generation"] == 4  # timed out, same generation
+            assert channel.rollout(time.monotonic()) == (1, 1)
+            async with http.get(f"http://127.0.0.1:{port}{FLEET_PATH}/fleet/unknown", params={"agent": "a"}) as r:
+                assert r.status == 404
+            async with http.get(url, params={"generation": "x"}) as r:
+                assert r.status == 400
+    finally:
+        await runner.cleanup()
