@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge, Histogram
 
 from voicefleet_operator import conditions, health
+from voicefleet_operator.desired import MODALITIES
 from voicefleet_operator.fleet import Fleet
 from voicefleet_operator.kube import ProviderPolicyResource
 from voicefleet_operator.models import (
@@ -21,9 +22,8 @@ from voicefleet_operator.models import (
     ProviderPolicy,
     ProviderPolicyStatus,
     RolloutStatus,
+    conditions_of,
 )
-
-MODALITIES = ("stt", "llm", "tts")
 
 ACTIVE = Gauge("voicefleet_operator_active_provider", "1 for the provider in use", ["namespace", "policy", "modality",
                "provider"])  # fmt: skip
@@ -41,10 +41,6 @@ class Store(Protocol):
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
-
-
-def _previous(body: dict[str, Any]) -> list[Condition]:
-    return [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
 
 
 class Failover:
@@ -66,7 +62,7 @@ class Failover:
         body = await self.store.provider_policy(namespace, name)
         if body is None:
             return None
-        policy = ProviderPolicy.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+        policy = ProviderPolicy.from_body(body)
         check = policy.spec.health_check
         targets = [(m, p) for m in MODALITIES if (chain := getattr(policy.spec, m)) for p in chain.providers]
 
@@ -97,7 +93,7 @@ class Failover:
     async def decide(self, body: dict[str, Any]) -> None:
         """Choose per modality, publish a new generation when anything moved, and write the policy's status."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        policy = ProviderPolicy.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+        policy = ProviderPolicy.from_body(body)
         status = body.get("status") or {}
         async with self.locks[(namespace, name)]:
             channel = self.fleet.channel(namespace, name)
@@ -122,18 +118,18 @@ class Failover:
             generation = channel.generation
             if active != channel.active:
                 generation = channel.generation + 1
-                for modality, provider in active.items():
-                    before = channel.active.get(modality)
+                for moved, provider in active.items():
+                    before = channel.active.get(moved)
                     if before is not None and before != provider:
-                        reason = reasons[modality]
-                        FLIPS.labels(namespace, name, modality, reason).inc()
+                        reason = reasons[moved]
+                        FLIPS.labels(namespace, name, moved, reason).inc()
                         why = f" ({override.reason})" if override and override.reason and reason == "Override" else ""
-                        message = f"{modality}: {before} → {provider}{why}, provider generation {generation}"
+                        message = f"{moved}: {before} → {provider}{why}, provider generation {generation}"
                         self.emit(body, "Warning" if reason == "FailedOver" else "Normal", reason, message)
                 channel.publish(generation, active)
-            for modality, provider in active.items():
-                for p in getattr(policy.spec, modality).providers:
-                    ACTIVE.labels(namespace, name, modality, p.name).set(1 if p.name == provider else 0)
+            for used, provider in active.items():
+                for p in getattr(policy.spec, used).providers:
+                    ACTIVE.labels(namespace, name, used, p.name).set(1 if p.name == provider else 0)
             new_status = self._status(policy, body, active, reasons, generation, now)
         await self.store.patch_status(ProviderPolicyResource, namespace, name, new_status)
 
@@ -178,7 +174,7 @@ class Failover:
             found.append(("Ready", "True", "OverrideActive", f"On-call override in force: {in_force}"))
         else:
             found.append(("Ready", "True", "Accepted", "Provider chains are valid"))
-        previous = _previous(body)
+        previous = conditions_of(body)
         current = conditions.merge(previous, found, body["metadata"].get("generation", 0), now)
         self._announce(body, previous, current)
         acknowledged, agents = self.fleet.channel(namespace, name).rollout(time.monotonic())

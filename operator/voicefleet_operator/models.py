@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
@@ -454,6 +455,16 @@ class Resource(Model):
     api_version: str = API_VERSION
     kind: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        """Parse what the API server returned; status is read separately, it may hold fields of newer versions."""
+        return cls.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+
+
+def conditions_of(body: Mapping[str, Any]) -> list[Condition]:
+    """The conditions in a body's status."""
+    return [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
 
 
 class VoiceAgent(Resource):

@@ -21,6 +21,7 @@ from voicefleet_operator.models import (
     ProviderPolicy,
     VoiceAgent,
     VoiceAgentStatus,
+    conditions_of,
 )
 from voicefleet_operator.telephony import PhoneResult, Telephony
 
@@ -55,15 +56,6 @@ class Outcome:
     problem: conditions.Problem | None
     ready: bool
     retry: str | None = None
-
-
-def _parse(model: type[VoiceAgent] | type[ProviderPolicy], body: dict[str, Any]) -> Any:
-    return model.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-
-
-def _previous(body: dict[str, Any]) -> list[Condition]:
-    raw = (body.get("status") or {}).get("conditions") or []
-    return [Condition.model_validate(c) for c in raw]
 
 
 class Reconciler:
@@ -108,7 +100,7 @@ class Reconciler:
             body = await self.store.provider_policy(namespace, ref.name)
             if body is None:
                 raise _Missing("PolicyNotFound", f"ProviderPolicy {ref.name} not found in {namespace}")
-            policy = _parse(ProviderPolicy, body)
+            policy = ProviderPolicy.from_body(body)
             if active := (body.get("status") or {}).get("active"):
                 policy_active = ActiveProviders.model_validate(active)
         instructions = None
@@ -135,8 +127,8 @@ class Reconciler:
         body = await self.store.voice_agent(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        agent: VoiceAgent = _parse(VoiceAgent, body)
-        previous = _previous(body)
+        agent: VoiceAgent = VoiceAgent.from_body(body)
+        previous = conditions_of(body)
         problem: conditions.Problem | None = None
         plan: desired.Desired | None = None
         try:
@@ -186,7 +178,7 @@ class Reconciler:
 
     async def remove_phone(self, body: dict[str, Any]) -> None:
         """Finalizer: delete the agent's LiveKit SIP objects. Raises to be retried."""
-        await self.telephony.remove(_parse(VoiceAgent, body))
+        await self.telephony.remove(VoiceAgent.from_body(body))
 
     async def policy(self, namespace: str, name: str) -> Outcome | None:
         """Validate a ProviderPolicy, report the providers in use, and re-render the agents that follow it."""
@@ -207,7 +199,7 @@ class Reconciler:
     async def reference_changed(self, namespace: str, kind: str, name: str) -> None:
         """A Secret or ConfigMap changed: re-render the agents that read it."""
         for body in await self.store.voice_agents(namespace):
-            agent: VoiceAgent = _parse(VoiceAgent, body)
+            agent: VoiceAgent = VoiceAgent.from_body(body)
             if kind == "ConfigMap":
                 ref = agent.spec.pipeline.instructions_config_map_ref
                 uses = ref is not None and ref.name == name
@@ -215,7 +207,7 @@ class Reconciler:
                 policy = None
                 if agent.spec.provider_policy_ref:
                     found = await self.store.provider_policy(namespace, agent.spec.provider_policy_ref.name)
-                    policy = _parse(ProviderPolicy, found) if found else None
+                    policy = ProviderPolicy.from_body(found) if found else None
                 uses = name in desired.referenced_secrets(agent, policy)
             if uses:
                 await self.agent(namespace, agent.metadata["name"])
