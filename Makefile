@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all venv system-deps bins crds crds-check lint typecheck test unit demo run testground-up testground-down \
+.PHONY: all venv system-deps bins crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
 	bench-reconcile bench-voice bench-failover clean
 
 all: test
@@ -29,13 +29,24 @@ bins: venv
 
 crds: venv
 	$(PY) -m voicefleet_operator.crdgen crds
+	$(PY) hack/charts_sync.py
+	$(PY) hack/docgen.py
+
+# Copies in charts/ (CRDs, Argo CD health checks, dashboard) and docs/reference.md, generated from the sources.
+charts-sync: venv
+	$(PY) hack/charts_sync.py
+
+docs: venv
+	$(PY) hack/docgen.py
 
 crds-check: venv
 	$(PY) -m voicefleet_operator.crdgen --check crds
+	$(PY) hack/charts_sync.py --check
+	$(PY) hack/docgen.py --check
 
 lint: venv
-	$(VENV)/bin/ruff check operator agent e2e tests
-	$(VENV)/bin/ruff format --check operator agent e2e tests
+	$(VENV)/bin/ruff check operator agent e2e tests hack
+	$(VENV)/bin/ruff format --check operator agent e2e tests hack
 
 typecheck: venv
 	$(VENV)/bin/mypy -p voicefleet_operator -p testground

@@ -1,0 +1,121 @@
+"""The Dockerfiles, as far as they can be checked without a Docker engine: lint, and the build context suffices."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging_kit import ROOT, run, tool
+
+DOCKERFILES = ("Dockerfile.operator", "Dockerfile.agent")
+# What each image runs, and the extra of pyproject.toml it installs.
+ENTRYPOINTS = {"Dockerfile.operator": ("voicefleet_operator.__main__", "operator")}
+PACKAGE_ROOTS = ("operator", "agent", "e2e")  # [tool.setuptools.packages.find] where
+# Imported when installed, skipped (try/except ImportError) when not: not requirements of the image.
+OPTIONAL_IMPORTS = {
+    "cryptography": "PyJWT (under livekit-api) loads it for RSA/EC keys if present; LiveKit tokens are HS256",
+    "cffi": "loaded by cryptography",
+}
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint_is_clean(name: str) -> None:
+    result = run(tool("hadolint"), "--no-color", str(ROOT / name), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install curl\n")
+    result = run(tool("hadolint"), "--no-color", str(bad), check=False)
+    assert result.returncode != 0 and "DL3007" in result.stdout  # `latest` tag
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_are_multi_stage_pinned_and_non_root(name: str) -> None:
+    text = (ROOT / name).read_text()
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(bases) >= 2, "multi-stage"
+    assert all(re.search(r":\d+\.\d+\.\d+", b) or "@sha256:" in b for b in bases), bases
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert "--no-cache-dir" in text
+
+
+def _build_context(dockerfile: str, into: Path) -> None:
+    """Copy what the build stage COPYs, with Docker's rules: a directory's contents go into dest; with several
+    sources or a dest ending in /, files go into the dest directory."""
+    for line in re.findall(r"^COPY (?!--from)(.+)$", (ROOT / dockerfile).read_text(), re.M):
+        *sources, dest = line.split()
+        into_dir = len(sources) > 1 or dest.endswith("/")
+        for source in sources:
+            src = ROOT / source
+            if src.is_dir():
+                shutil.copytree(src, into / dest, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+                continue
+            target = into / dest / src.name if into_dir else into / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+def _requirements(extra: str) -> set[str]:
+    """Distributions `pip install .[extra]` brings in: the closure of its requirements over the installed metadata."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pending = [Requirement(r) for r in (*project["dependencies"], *project["optional-dependencies"][extra])]
+    found: set[str] = set()
+    while pending:
+        req = pending.pop()
+        name = canonicalize_name(req.name)
+        if name in found:
+            continue
+        found.add(name)
+        for text in metadata.requires(req.name) or []:
+            sub = Requirement(text)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in (req.extras or {""})):
+                pending.append(sub)
+    return found
+
+
+def _owners() -> dict[str, str]:
+    """Installed file path → the distribution that installed it."""
+    owners: dict[str, str] = {}
+    for dist in metadata.distributions():
+        for file in dist.files or []:
+            owners[str(Path(str(dist.locate_file(file))).resolve())] = canonicalize_name(dist.metadata["Name"])
+    return owners
+
+
+@pytest.mark.parametrize("name", list(ENTRYPOINTS))
+def test_build_context_holds_everything_the_entrypoint_imports(name: str, tmp_path: Path) -> None:
+    """Import the image's entrypoint from a copy of only what the Dockerfile COPYs, and check that every third-party
+    module it loads comes from a distribution its pyproject extra installs."""
+    module, extra = ENTRYPOINTS[name]
+    _build_context(name, tmp_path)
+    roots = [str(tmp_path / r) for r in PACKAGE_ROOTS if (tmp_path / r).is_dir()]
+    probe = (
+        "import importlib, json, sys\n"
+        "before = set(sys.modules)\n"  # what site startup loaded (.pth hooks) is not the entrypoint's doing
+        f"importlib.import_module({module!r})\n"
+        "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items() if n not in before}))\n"
+    )
+    env = {"PYTHONPATH": ":".join(roots), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, str | None] = json.loads(result.stdout.strip().splitlines()[-1])
+    ours = {n: f for n, f in loaded.items() if n.startswith("voicefleet")}
+    assert ours and all(f is None or f.startswith(str(tmp_path)) for f in ours.values()), ours
+    owners = _owners()
+    site = [str(Path(f).resolve()) for f in loaded.values() if f and "site-packages" in f]
+    unowned = [f for f in site if f not in owners]
+    assert not unowned, f"modules no installed distribution owns: {unowned[:5]}"
+    missing = {owners[f] for f in site} - _requirements(extra) - set(OPTIONAL_IMPORTS)
+    assert not missing, f"{name}: imports from {sorted(missing)}, which .[{extra}] does not install"

@@ -1,0 +1,357 @@
+"""Both charts installed into a real control plane, and the operator reconciling with exactly the chart's RBAC.
+
+The operator runs as a process that authenticates as the chart's ServiceAccount (a token from `kubectl create token`),
+so the VoiceAgent becoming Ready proves the ClusterRole is sufficient; `kubectl auth can-i` proves it is no wider.
+This module starts its own control plane: tests/integration runs an operator with admin rights against the session's
+shared one, and that operator would reconcile these objects too, making the RBAC proof vacuous.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging_kit import (
+    CRD_CHART,
+    OPERATOR_CHART,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    ROOT,
+    VALUES,
+    argo_health,
+    helm,
+    run,
+    runbook_commands,
+    tool,
+)
+
+from testground.kube import Cluster, KubeStack
+from testground.operator import Namespace, OperatorProcess, load_examples, wait_for
+from voicefleet_operator.models import VoiceAgentSpec
+
+pytestmark = pytest.mark.integration
+
+STUB_CRDS = Path(__file__).with_name("stub-crds.yaml")
+SERVICE_ACCOUNT = f"system:serviceaccount:{RELEASE_NAMESPACE}:voicefleet-operator"
+APPLIER = "kubectl-client-side-apply"
+
+
+@pytest.fixture(scope="module")
+def ground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    stack = KubeStack(tmp_path_factory.mktemp("chart-ground"))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def _helm(ground: Cluster, *args: str) -> str:
+    return helm(*args, "--kubeconfig", str(ground.kubeconfig)).stdout
+
+
+@pytest.fixture(scope="module")
+def installed(ground: Cluster) -> Cluster:
+    """voicefleet-crds, then voicefleet with every optional part (stand-in CRDs for ServiceMonitor & co)."""
+    _helm(ground, "install", "voicefleet-crds", str(CRD_CHART))
+    ground.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=voicefleet"
+    )
+    ground.kubectl("apply", "-f", str(STUB_CRDS))
+    ground.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(STUB_CRDS))
+    ground.kubectl("create", "namespace", "voice")  # where the all-features ScaledObject points
+    _helm(
+        ground, "install", RELEASE, str(OPERATOR_CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+        "-f", str(VALUES / "all-features.yaml"),
+    )  # fmt: skip
+    ground.kubectl("-n", RELEASE_NAMESPACE, "rollout", "status", "deployment/voicefleet-operator", "--timeout=90s")
+    return ground
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount, as the operator's pod would."""
+    token = installed.kubectl(
+        "-n", RELEASE_NAMESPACE, "create", "token", "voicefleet-operator", "--duration=2h"
+    ).stdout.strip()
+    path = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "ground",
+                        "cluster": {"server": installed.server, "certificate-authority": str(installed.ca_file)},
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "ground", "user": "operator"}}],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _as_operator(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run(tool("kubectl"), "--kubeconfig", str(kubeconfig), *args, check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    installed: Cluster, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    whoami = _as_operator(operator_kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == SERVICE_ACCOUNT, whoami.stderr
+    process = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"))
+    process.start()
+    yield process
+    process.stop()
+
+
+def _fleet(cluster: Cluster, name: str) -> Namespace:
+    ns = Namespace(cluster, name)
+    if ns.kubectl("get", "namespace", name, check=False).returncode:
+        cluster.kubectl("create", "namespace", name)
+    result = ns.apply(*load_examples(ROOT / "examples"))
+    assert result.returncode == 0, result.stderr
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    return ns
+
+
+@pytest.fixture(scope="module")
+def fleet(installed: Cluster, operator: OperatorProcess) -> Namespace:
+    """examples/ applied into `voice` and Ready, reconciled by the operator under the chart's RBAC alone."""
+    return _fleet(installed, "voice")
+
+
+def test_both_releases_are_deployed(installed: Cluster) -> None:
+    for release, namespace in (("voicefleet-crds", "default"), (RELEASE, RELEASE_NAMESPACE)):
+        status = json.loads(_helm(installed, "status", release, "--namespace", namespace, "-o", "json"))
+        assert status["info"]["status"] == "deployed", status["info"]
+    crd = json.loads(installed.kubectl("get", "crd", "voiceagents.voicefleet.io", "-o", "json").stdout)
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for kind, name in (
+        ("servicemonitor", "voicefleet-agents"),
+        ("prometheusrule", "voicefleet"),
+        ("configmap", "voicefleet-dashboard"),
+        ("configmap", "voicefleet-prometheus-adapter"),
+        ("deployment", "voicefleet-whisper"),
+        ("service", "voicefleet-operator"),
+    ):
+        installed.kubectl("-n", RELEASE_NAMESPACE, "get", kind, name)
+    installed.kubectl("-n", "voice", "get", "scaledobject", "tasks")
+
+
+def test_operator_reconciles_with_the_chart_rbac(fleet: Namespace, operator: OperatorProcess) -> None:
+    agent = fleet.get("voiceagent", "tasks")
+    assert agent is not None
+    assert agent["status"]["readyReplicas"] == agent["spec"]["scaling"]["minReplicas"]
+    for kind, name in (("deployment", "tasks"), ("hpa", "tasks"), ("pdb", "tasks"), ("configmap", "tasks-config")):
+        assert fleet.get(kind, name) is not None, f"{kind}/{name}"
+    events = json.loads(fleet.kubectl("get", "events", "-o", "json").stdout)["items"]
+    assert any(e["involvedObject"]["name"] == "tasks" and e["reason"] == "Available" for e in events)
+    ready = fleet.wait_condition("providerpolicy", "default", "Ready", "True")  # the status write went through
+    assert ready["observedGeneration"] == 1
+    assert "voicefleet_operator_reconciles_total" in operator.metrics()
+
+
+ALLOWED = [
+    ("get", "secrets", "voice"),
+    ("watch", "secrets", ""),
+    ("patch", "voiceagents.voicefleet.io", "voice"),
+    ("patch", "voiceagents.voicefleet.io/status", "voice"),
+    ("patch", "providerpolicies.voicefleet.io/status", "voice"),
+    ("create", "deployments.apps", "voice"),
+    ("patch", "horizontalpodautoscalers.autoscaling", "voice"),
+    ("create", "poddisruptionbudgets.policy", "voice"),
+    ("create", "events", "voice"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
+]
+DENIED = [
+    ("delete", "secrets", "voice"),
+    ("create", "secrets", "voice"),
+    ("update", "secrets", "voice"),
+    ("create", "pods", "voice"),
+    ("create", "pods/exec", "voice"),
+    ("delete", "deployments.apps", "voice"),
+    ("update", "deployments.apps", "voice"),
+    ("create", "voiceagents.voicefleet.io", "voice"),
+    ("delete", "voiceagents.voicefleet.io", "voice"),
+    ("delete", "configmaps", "voice"),
+    ("get", "nodes", ""),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("impersonate", "serviceaccounts", "voice"),
+    ("list", "namespaces", ""),
+]
+
+
+def _can(kubeconfig: Path, verb: str, resource: str, namespace: str) -> bool:
+    scope = ["-n", namespace] if namespace else []
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    result = _as_operator(kubeconfig, "auth", "can-i", verb, resource, *extra, *scope)
+    assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def test_the_service_account_is_least_privilege(operator_kubeconfig: Path) -> None:
+    assert [a for a in ALLOWED if not _can(operator_kubeconfig, *a)] == []
+    assert [d for d in DENIED if _can(operator_kubeconfig, *d)] == []
+
+
+def test_the_operator_never_writes_spec(fleet: Namespace) -> None:
+    """What Argo CD would diff: the spec is what Git holds plus the schema's defaults, owned by the applier only."""
+    shown = json.loads(fleet.kubectl("get", "voiceagent", "tasks", "-o", "json", "--show-managed-fields").stdout)
+    assert shown["metadata"]["generation"] == 1, "a spec write bumps the generation"
+    spec_owners = {m["manager"] for m in shown["metadata"]["managedFields"] if "f:spec" in (m.get("fieldsV1") or {})}
+    assert spec_owners == {APPLIER}, spec_owners
+    applied = next(d for d in load_examples(ROOT / "examples") if d["kind"] == "VoiceAgent")
+    with_defaults = VoiceAgentSpec.model_validate(applied["spec"]).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert shown["spec"] == with_defaults, "the API server added exactly the schema's defaults, nothing else"
+    # Argo CD's default (client-side, three-way) diff: kubectl diff does the same comparison, and finds nothing.
+    result = fleet.kubectl("diff", "-f", str(ROOT / "examples"), check=False)
+    assert result.returncode == 0, f"kubectl diff found a difference:\n{result.stdout}"
+    # Argo CD's ServerSideDiff: a server-side dry-run apply of Git's manifest yields the live spec.
+    dry_run = fleet.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-o", "json",
+        "-f", str(ROOT / "examples" / "20-voiceagent.yaml"),
+    )  # fmt: skip
+    assert json.loads(dry_run.stdout)["spec"] == shown["spec"]
+
+
+def test_argo_health_on_real_statuses(installed: Cluster, operator: OperatorProcess) -> None:
+    ns = _fleet(installed, "argo-health")
+    agent = ns.get("voiceagent", "tasks")
+    assert agent is not None
+    assert argo_health(agent) == {"status": "Healthy", "message": "Available: 2/2 agent pods ready"}
+
+    # The example policy's providers are not reachable from here: probes fail, and the policy says so.
+    ns.wait_condition("providerpolicy", "default", "ProviderDegraded", "True")
+    policy = ns.get("providerpolicy", "default")
+    assert policy is not None
+    health = argo_health(policy)
+    assert health["status"] == "Degraded" and health["message"].startswith("ProbesFailing: "), health
+
+    # A rollout that cannot finish (no node has 900 CPUs) while the old pods keep serving.
+    ns.kubectl(
+        "patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec":{"resources":{"requests":{"cpu":"900"}}}}'
+    )
+    ns.wait_condition("voiceagent", "tasks", "Ready", "False", "RollingOut")
+    agent = ns.get("voiceagent", "tasks")
+    assert agent is not None and agent["status"]["observedGeneration"] == agent["metadata"]["generation"] == 2
+    health = argo_health(agent)
+    assert health["status"] == "Progressing" and health["message"].startswith("RollingOut: "), health
+
+    ns.kubectl(
+        "patch", "voiceagent", "tasks", "--type=merge",
+        "-p", json.dumps({"spec": {"env": [{"name": "LIVEKIT_URL", "value": "ws://elsewhere"}]}}),
+    )  # fmt: skip
+    ns.wait_condition("voiceagent", "tasks", "Ready", "False", "InvalidSpec")
+    agent = ns.get("voiceagent", "tasks")
+    assert agent is not None
+    health = argo_health(agent)
+    assert health["status"] == "Degraded", health
+    assert health["message"].startswith("InvalidSpec: spec.env[0].name: LIVEKIT_URL is set by the operator"), health
+
+
+def test_the_runbook_commands_work(installed: Cluster, fleet: Namespace, tmp_path: Path) -> None:
+    """docs/runbook-failover.md, run verbatim: look at provider health, pin STT to Whisper, hand back."""
+    env = {"NS": fleet.name, "POLICY": "default", "KUBECONFIG": str(installed.kubeconfig), "PATH": _path()}
+    env["HOME"] = str(tmp_path)  # kubectl's discovery cache goes under $HOME/.kube
+
+    def sh(line: str) -> str:
+        result = run("bash", "-euo", "pipefail", "-c", line, env=env)
+        return result.stdout
+
+    looks = list(dict.fromkeys(runbook_commands(" get ") + runbook_commands(" describe ")))
+    assert len(looks) >= 5
+    for line in looks:
+        sh(line)
+    (pin,) = runbook_commands("--type=merge")
+    sh(pin)
+    fleet.wait_condition("providerpolicy", "default", "Ready", "True", "OverrideActive")
+    wait_for(
+        "agents told to use whisper",
+        lambda: (fleet.get("voiceagent", "tasks") or {})["status"]["providers"]["stt"] == "whisper",
+    )
+    (check, *_) = [line for line in runbook_commands("-o jsonpath") if "status.active.stt" in line]
+    assert sh(check).split() == ["whisper", "OverrideActive"]
+    (hand_back,) = runbook_commands('"op":"remove"')
+    sh(hand_back)
+    wait_for(
+        "override gone from status",
+        lambda: fleet.condition("providerpolicy", "default", "Ready")["reason"] != "OverrideActive",  # type: ignore[index]
+    )
+    assert "override" not in (fleet.get("providerpolicy", "default") or {})["spec"]
+
+
+def _path() -> str:
+    return f"{Path(tool('kubectl')).parent}:/usr/bin:/bin"
+
+
+def test_no_permission_errors_in_the_operator_log(fleet: Namespace, operator: OperatorProcess) -> None:
+    log = operator.log_path.read_text()
+    assert "voiceagents" in log.lower(), "the operator logged its work"
+    bad = [line for line in log.splitlines() if "forbidden" in line.lower() or "not enough permissions" in line.lower()]
+    assert not bad, "\n".join(bad[:10])
+
+
+def test_chart_upgrades_apply(installed: Cluster, fleet: Namespace) -> None:
+    """CRDs are templates, so `helm upgrade` changes them (Helm never upgrades a chart's crds/ folder)."""
+    _helm(installed, "upgrade", "voicefleet-crds", str(CRD_CHART), "--set", "labels.upgraded=yes")
+    crd = json.loads(installed.kubectl("get", "crd", "voiceagents.voicefleet.io", "-o", "json").stdout)
+    assert crd["metadata"]["labels"]["upgraded"] == "yes"
+    _helm(
+        installed, "upgrade", RELEASE, str(OPERATOR_CHART), "--namespace", RELEASE_NAMESPACE,
+        "-f", str(VALUES / "all-features.yaml"), "--set", "operator.resyncSeconds=30",
+    )  # fmt: skip
+    installed.kubectl("-n", RELEASE_NAMESPACE, "rollout", "status", "deployment/voicefleet-operator", "--timeout=90s")
+    deployment = json.loads(
+        installed.kubectl("-n", RELEASE_NAMESPACE, "get", "deployment", "voicefleet-operator", "-o", "json").stdout
+    )
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "VOICEFLEET_RESYNC_SECONDS", "value": "30"} in env
+
+
+def test_uninstalling_the_crd_chart_keeps_crds_and_fleets(installed: Cluster, fleet: Namespace) -> None:
+    _helm(installed, "uninstall", "voicefleet-crds")
+    installed.kubectl("get", "crd", "voiceagents.voicefleet.io", "providerpolicies.voicefleet.io")
+    assert fleet.get("voiceagent", "tasks") is not None
+
+
+def test_negative_control_the_operator_acts_as_the_service_account(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    """Take Deployment rights away from the chart's ClusterRole: reconciles must now fail. Without this, the proofs
+    above could pass with an operator that somehow ran with more rights than the chart grants."""
+    original = json.loads(installed.kubectl("get", "clusterrole", "voicefleet-operator", "-o", "json").stdout)
+    del original["metadata"]["resourceVersion"]  # replace unconditionally
+    reduced = json.loads(json.dumps(original))
+    reduced["rules"] = [r for r in reduced["rules"] if "deployments" not in r["resources"]]
+    assert len(reduced["rules"]) == len(original["rules"]) - 1
+    installed.kubectl("replace", "-f", "-", input=json.dumps(reduced))
+    errors = 'voicefleet_operator_reconciles_total{kind="VoiceAgent",result="error"}'
+
+    def failed() -> float:
+        lines = [line for line in operator.metrics().splitlines() if line.startswith(errors)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    before = failed()
+    try:
+        installed.kubectl("create", "namespace", "no-rights")
+        ns = Namespace(installed, "no-rights")
+        assert ns.apply(*load_examples(ROOT / "examples")).returncode == 0
+        wait_for("a reconcile refused by RBAC", lambda: failed() > before)
+        assert "forbidden" in operator.log_path.read_text().lower()
+    finally:
+        installed.kubectl("replace", "-f", "-", input=json.dumps(original))
