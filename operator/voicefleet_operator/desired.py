@@ -70,6 +70,7 @@ class Desired:
     config_hash: str
     active: ActiveProviders
     objects: list[dict[str, Any]]
+    absent: list[tuple[str, str, str]] = field(default_factory=list)  # (apiVersion, kind, name) to delete if ours
 
 
 def names(agent_name: str) -> dict[str, str]:
@@ -390,7 +391,6 @@ def render(inputs: Inputs) -> Desired:
                 "ports": [{"name": "metrics", "port": contract.METRICS_PORT, "targetPort": "metrics"}],
             },
         },
-        _hpa(agent, child["HorizontalPodAutoscaler"], child["Deployment"]),
         {
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
@@ -402,4 +402,11 @@ def render(inputs: Inputs) -> Desired:
             },
         },
     ]
-    return Desired(config=config, config_hash=config_hash, active=active_providers(inputs), objects=objects)
+    absent = []
+    if agent.spec.scaling.autoscaler == "HPA":
+        objects.insert(4, _hpa(agent, child["HorizontalPodAutoscaler"], child["Deployment"]))
+    else:
+        absent.append(("autoscaling/v2", "HorizontalPodAutoscaler", child["HorizontalPodAutoscaler"]))
+    return Desired(
+        config=config, config_hash=config_hash, active=active_providers(inputs), objects=objects, absent=absent
+    )

@@ -84,7 +84,8 @@ class Failover:
             for modality, provider, observation in results:
                 state = known.get((modality, provider), health.ProviderHealth())
                 state = health.observe(state, observation, check)
-                if passive := health.fleet_observation(agents, errors.get(provider, 0), observation.at, provider):
+                passive = health.fleet_observation(agents, errors.get(provider, 0), observation.at, provider)
+                if passive is not None and not passive.ok:  # no errors from agents is no evidence of health
                     state = health.observe(state, passive, check)
                 known[(modality, provider)] = state
         await self.decide(body)

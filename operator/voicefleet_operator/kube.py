@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
+from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Secret
@@ -69,6 +70,20 @@ class Kube:
     async def apply(self, manifest: dict[str, Any]) -> None:
         """Server-side apply with our field manager; force takes back fields someone else changed (drift)."""
         await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+
+    async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        """Delete a child we made (controller reference to `owner_uid`); anything else is left alone."""
+        res: Any = resource_registry.load(api_version, kind)
+        obj = await self._get(res, namespace, name)
+        refs = (obj or {}).get("metadata", {}).get("ownerReferences") or []
+        if not any(r.get("uid") == owner_uid and r.get("controller") for r in refs):
+            return False
+        try:
+            await self.client.delete(res, name, namespace=namespace)
+        except ApiError as error:
+            if not _missing(error):
+                raise
+        return True
 
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:

@@ -299,6 +299,11 @@ class ScalingSpec(Model):
     max_replicas: int = Field(default=10, ge=1, le=1000, description="Highest replica count.")
     target_sessions_per_pod: int = Field(default=4, ge=1, le=200, description="Average active sessions per pod.")
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600, description="Window before scaling down.")
+    autoscaler: Literal["HPA", "External"] = Field(
+        default="HPA",
+        description="HPA: the operator's HPA on active sessions. External: no HPA; replicas are left to another "
+        "autoscaler such as KEDA (the operator deletes the HPA it made before).",
+    )
 
     cel_rules = (cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),)
 

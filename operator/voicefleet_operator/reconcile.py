@@ -41,6 +41,7 @@ class Store(Protocol):
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     async def apply(self, manifest: dict[str, Any]) -> None: ...
+    async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
@@ -142,6 +143,8 @@ class Reconciler:
         if plan is not None:
             for manifest in plan.objects:
                 await self.store.apply(manifest)
+            for api_version, kind, child in plan.absent:
+                await self.store.delete_owned(api_version, kind, namespace, child, agent.metadata["uid"])
             phone_result = await self.telephony.reconcile(agent, had_phone=bool(old_status.get("phone")))
         deployment = await self.store.deployment(namespace, desired.names(name)["Deployment"])
         rollout = conditions.Rollout.from_deployment(deployment) if deployment else None

@@ -227,3 +227,13 @@ def test_operator_killed_mid_reconcile_converges_after_restart(ns: Namespace, op
     ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
     wait_for("edit made while down applied", lambda: (ns.get("hpa", "tasks") or {})["spec"]["maxReplicas"] == 9)
     assert "voicefleet_operator_reconciles_total" in operator.metrics()
+
+
+def test_external_autoscaler_removes_our_hpa_and_back(ns: Namespace) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec":{"scaling":{"autoscaler":"External"}}}')
+    wait_for("our HPA deleted", lambda: ns.get("hpa", "tasks") is None)
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec":{"scaling":{"autoscaler":"HPA"}}}')
+    wait_for("HPA back", lambda: ns.get("hpa", "tasks") is not None)

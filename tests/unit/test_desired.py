@@ -164,3 +164,11 @@ def test_referenced_secrets_cover_livekit_env_and_policy_providers() -> None:
     agent = example_agent(env=[{"name": "X", "secretKeyRef": {"name": "extra", "key": "k"}}])
     assert desired.referenced_secrets(agent, example_policy()) == {"livekit-credentials", "provider-keys", "extra"}
     assert desired.referenced_secrets(agent, None) == {"livekit-credentials", "extra"}
+
+
+def test_external_autoscaler_renders_no_hpa_and_marks_ours_for_deletion() -> None:
+    agent = example_agent(scaling={"autoscaler": "External", "minReplicas": 2, "maxReplicas": 4})
+    plan = desired.render(desired.Inputs(agent=agent, secret_versions=SECRETS))
+    assert "HorizontalPodAutoscaler" not in {o["kind"] for o in plan.objects}
+    assert plan.absent == [("autoscaling/v2", "HorizontalPodAutoscaler", "tasks")]
+    assert "replicas" not in next(o for o in plan.objects if o["kind"] == "Deployment")["spec"]

@@ -114,7 +114,8 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [get, list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch]
+  # delete: an agent switched to spec.scaling.autoscaler External (e.g. KEDA) loses the HPA the operator made.
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch]
