@@ -1,12 +1,15 @@
 """`make demo`: a scripted tour of voicefleet on a real local control plane and livekit-server.
 
 Brings up the test ground in a private folder, installs the CRDs, starts the operator, applies examples/, waits for
-Ready, shows the fleet, edits it and shows the fleet follow, then stops everything it started.
+Ready, shows the fleet, edits it and shows the fleet follow; then runs the real agent worker locally against the
+offline providers (no API keys) on the same livekit-server and talks to it; then stops everything it started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import shutil
 import sys
 import tempfile
@@ -15,7 +18,9 @@ from pathlib import Path
 
 from testground.ground import down, up
 from testground.kube import Cluster
+from testground.livekit import LiveKit
 from testground.operator import OperatorProcess, wait_for
+from voiceroom import Caller, LiveKitCredentials, VoiceStack
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "demo"
@@ -56,6 +61,7 @@ def run(root: Path) -> None:
         tour(cluster)
     finally:
         operator.stop()
+    talk(root, ground.livekit)
 
 
 def tour(cluster: Cluster) -> None:
@@ -97,6 +103,33 @@ def tour(cluster: Cluster) -> None:
     step("Status conditions")
     show(cluster, "get", "voiceagent", "tasks", "-o",
          'jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\\n"}{end}')  # fmt: skip
+
+
+REQUEST = "Add buy milk to my tasks"
+
+
+def talk(root: Path, livekit: LiveKit) -> None:
+    step("Talking to the agent: the real worker on this livekit-server, offline providers, no API keys")
+    started = time.monotonic()
+    with VoiceStack(root / "voice", LiveKitCredentials.of(livekit)) as stack:
+        print(f"worker registered in {time.monotonic() - started:.1f}s (python -m voicefleet_agent start; "
+              f"Deepgram-, OpenAI- and Cartesia-compatible servers on loopback; logs in {stack.logs_dir})")  # fmt: skip
+        heard, answer, v2v = asyncio.run(converse(stack))
+        print(f'caller said:       "{REQUEST}" (espeak-ng, on a microphone track)')
+        print(f'agent heard:       "{heard}" (Whisper tiny.en)')
+        print(f'agent answered:    "{answer}" ({v2v * 1000:.0f} ms after the caller stopped talking)')
+        print(f"tasks in SQLite:   {[(t.id, t.title, t.due, t.done) for t in stack.store.list_tasks()]}")
+
+
+async def converse(stack: VoiceStack) -> tuple[str, str, float]:
+    async with Caller(stack.livekit, f"demo-{secrets.token_hex(3)}") as caller:
+        await caller.dispatch(stack.agent_name)
+        await caller.greeting()
+        turn = await caller.turn(REQUEST)
+        heard = await caller.wait_transcript("user", after=turn.utterance.started_at)
+        answer = await caller.wait_transcript("agent", after=turn.utterance.ended_at)
+        wait_for("the task in SQLite", lambda: bool(stack.store.list_tasks()))
+        return heard.text, answer.text, turn.voice_to_voice
 
 
 def main() -> int:

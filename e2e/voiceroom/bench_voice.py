@@ -1,0 +1,257 @@
+"""``python -m voiceroom.bench_voice [--turns N]``: spoken turns through a real LiveKit room, timed at the caller.
+
+Starts its own livekit-server (test ground), the offline providers, the tasks MCP server and a real agent worker;
+a Python caller speaks espeak-ng requests and listens. Per turn:
+
+* voice-to-voice (v2v): the caller's last voiced frame → the agent's first non-silent frame, both at the caller;
+* from the agent's own Prometheus histograms (deltas around each turn): end-of-turn delay (endpointing, includes
+  waiting for the STT final), STT final delay, LLM TTFT, TTS TTFB, and the agent's voice-to-voice (e2e);
+* pipeline overhead = agent e2e - (end of turn + LLM TTFT + TTS TTFB): the framework's own time between providers
+  (on tool turns it includes the MCP tool call and the second LLM request);
+* transport = v2v - agent e2e: WebRTC both ways, jitter buffers, and the agent VAD's view of "stopped speaking".
+
+Prints a table, writes bench-results/voice.json; the last line printed is one JSON object. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from testground.livekit import LiveKitStack
+from voicefleet_agent import contract
+
+from .caller import Caller
+from .stack import LiveKitCredentials, Memory, VoiceStack, wait_until
+
+UTTERANCES = ("Add buy milk to my tasks", "Show me my list", "Thank you", "Hello")
+METRIC_WAIT = 5.0
+
+
+@dataclass
+class TurnResult:
+    said: str
+    heard: str | None
+    answer: str | None
+    v2v_ms: float
+    agent_e2e_ms: float | None
+    end_of_turn_ms: float | None
+    stt_ms: float | None
+    llm_ttft_ms: float | None
+    tts_ttfb_ms: float | None
+    overhead_ms: float | None
+    transport_ms: float | None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (no interpolation: with 20 turns p95 is the 19th value)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _series(agent: str) -> dict[str, tuple[str, str]]:
+    label = f'agent="{agent}"'
+    return {
+        "agent_e2e": (f"{contract.TURN_LATENCY}_sum{{{label}}}", f"{contract.TURN_LATENCY}_count{{{label}}}"),
+        "end_of_turn": (
+            f"{contract.END_OF_TURN_DELAY}_sum{{{label}}}",
+            f"{contract.END_OF_TURN_DELAY}_count{{{label}}}",
+        ),
+        **{
+            name: (
+                f'{contract.STAGE_LATENCY}_sum{{{label},stage="{stage}"}}',
+                f'{contract.STAGE_LATENCY}_count{{{label},stage="{stage}"}}',
+            )
+            for name, stage in (("stt", "stt"), ("llm_ttft", "llm"), ("tts_ttfb", "tts"))
+        },
+    }
+
+
+def _delta_means(before: dict[str, float], after: dict[str, float], agent: str) -> dict[str, float | None]:
+    """Mean of each histogram's new observations (ms); None when the turn added none."""
+    means: dict[str, float | None] = {}
+    for name, (total, count) in _series(agent).items():
+        n = after.get(count, 0.0) - before.get(count, 0.0)
+        means[name] = (after.get(total, 0.0) - before.get(total, 0.0)) / n * 1000 if n > 0 else None
+    return means
+
+
+async def _sample_memory(stack: VoiceStack, peak: list[Memory], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        memory = await asyncio.to_thread(stack.worker_memory)
+        if not peak or memory.rss_mb > peak[0].rss_mb:
+            peak[:] = [memory]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def run_turns(stack: VoiceStack, turns: int, warmup: int) -> tuple[list[TurnResult], Memory | None]:
+    key = f'{contract.TURN_LATENCY}_count{{agent="{stack.agent_name}"}}'
+    results: list[TurnResult] = []
+    peak: list[Memory] = []
+    stop = asyncio.Event()
+    async with Caller(stack.livekit, f"bench-{secrets.token_hex(4)}") as caller:
+        await caller.dispatch(stack.agent_name)
+        await caller.greeting()
+        sampler = asyncio.create_task(_sample_memory(stack, peak, stop))
+        try:
+            for i in range(warmup + turns):
+                text = UTTERANCES[i % len(UTTERANCES)]
+                if text.startswith("Add"):
+                    stack.store.clear()  # keeps "Show me my list" answers the same length
+                before = stack.metric_samples()
+                turn = await caller.turn(text, timeout=30)
+                # a turn the agent did not time (e.g. interrupted) keeps the caller's figures only
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.to_thread(_wait_counted, stack, key, before.get(key, 0))
+                m = _delta_means(before, stack.metric_samples(), stack.agent_name)
+                heard = next((t.text for t in caller.transcripts
+                              if t.speaker == "user" and t.at >= turn.utterance.started_at), None)  # fmt: skip
+                answer = next((t.text for t in caller.transcripts
+                               if t.speaker == "agent" and t.at >= turn.utterance.ended_at), None)  # fmt: skip
+                v2v = turn.voice_to_voice * 1000
+                e2e, eot, llm, tts = m["agent_e2e"], m["end_of_turn"], m["llm_ttft"], m["tts_ttfb"]
+                overhead = e2e - eot - llm - tts if None not in (e2e, eot, llm, tts) else None  # type: ignore[operator]
+                result = TurnResult(
+                    said=text, heard=heard, answer=answer, v2v_ms=round(v2v, 1),
+                    agent_e2e_ms=_r(e2e), end_of_turn_ms=_r(eot), stt_ms=_r(m["stt"]), llm_ttft_ms=_r(llm),
+                    tts_ttfb_ms=_r(tts), overhead_ms=_r(overhead), transport_ms=_r(v2v - e2e if e2e else None),
+                )  # fmt: skip
+                if i >= warmup:
+                    results.append(result)
+                print(f"turn {i + 1 - warmup:>3}{' (warm-up)' if i < warmup else ''}: {text!r} heard {heard!r} "
+                      f"v2v {v2v:.0f} ms", file=sys.stderr, flush=True)  # fmt: skip
+        finally:
+            stop.set()
+            await sampler
+    return results, (peak[0] if peak else None)
+
+
+def _wait_counted(stack: VoiceStack, key: str, count: float) -> None:
+    wait_until(lambda: stack.metric_samples().get(key, 0) > count, timeout=METRIC_WAIT, what="turn metrics")
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def summarise(results: list[TurnResult]) -> dict[str, dict[str, float | None]]:
+    rows: dict[str, dict[str, float | None]] = {}
+    for name in ("v2v_ms", "end_of_turn_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "overhead_ms", "transport_ms",
+                 "agent_e2e_ms"):  # fmt: skip
+        values = [v for r in results if (v := getattr(r, name)) is not None]
+        rows[name] = {
+            "p50": _r(percentile(values, 50)),
+            "p95": _r(percentile(values, 95)),
+            "mean": _r(statistics.fmean(values)) if values else None,
+            "n": len(values),
+        }
+    return rows
+
+
+LABELS = {
+    "v2v_ms": "voice-to-voice (caller: end of speech → first agent audio)",
+    "end_of_turn_ms": "  end of turn (endpointing, incl. waiting for the STT final)",
+    "stt_ms": "    of which STT final after end of speech",
+    "llm_ttft_ms": "  LLM time to first token",
+    "tts_ttfb_ms": "  TTS time to first byte",
+    "overhead_ms": "  pipeline overhead (agent e2e - providers)",
+    "transport_ms": "  transport (v2v - agent e2e)",
+    "agent_e2e_ms": "agent-side voice-to-voice (e2e_latency)",
+}
+
+
+def table(rows: dict[str, dict[str, float | None]]) -> str:
+    def fmt(v: float | None) -> str:
+        return "—" if v is None else f"{v:.0f}"
+
+    lines = [f"| {'stage':<62} | p50 ms | p95 ms | mean ms | n |", f"|{'-' * 64}|-------:|-------:|--------:|--:|"]
+    for name, label in LABELS.items():
+        r = rows[name]
+        lines.append(f"| {label:<62} | {fmt(r['p50']):>6} | {fmt(r['p95']):>6} | {fmt(r['mean']):>7} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m voiceroom.bench_voice", description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=1, help="turns spoken first and not counted")
+    parser.add_argument("--out", default="bench-results/voice.json")
+    parser.add_argument("--turn-detection", choices=("vad", "semantic", "stt"), default="vad")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="voicefleet-bench-voice-"))
+    livekit = LiveKitStack(root / "livekit")
+    ok = False
+    try:
+        creds = LiveKitCredentials.of(livekit.start())
+        stack = VoiceStack(
+            root / "voice", creds, configure=lambda c: c.model_copy(update={"turn_detection": args.turn_detection})
+        )
+        with stack:
+            # idle: the worker registered and its warm job process ready (main + forkserver + job process)
+            wait_until(lambda: stack.worker_memory().processes >= 3, timeout=30, what="warm job process")
+            idle = stack.worker_memory()
+            results, busy = asyncio.run(run_turns(stack, args.turns, args.warmup))
+        ok = True
+    finally:
+        livekit.stop()
+        if ok:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"logs kept in {root}", file=sys.stderr)
+
+    rows = summarise(results)
+    print(f"\n{len(results)} spoken turns through a real room ({args.turn_detection} turn detection, offline "
+          f"providers), {platform.node()}, load average {' '.join(f'{x:.1f}' for x in _loadavg())}\n")  # fmt: skip
+    print(table(rows))
+    peak = f"{busy.rss_mb:.0f} MiB RSS / {busy.pss_mb:.0f} MiB PSS ({busy.processes} processes)" if busy else "-"
+    print(f"\nworker memory (process tree): idle {idle.rss_mb:.0f} MiB RSS / {idle.pss_mb:.0f} MiB PSS "
+          f"({idle.processes} processes); busy peak {peak}")  # fmt: skip
+    summary: dict[str, Any] = {
+        "turns": len(results),
+        "v2v_p50_ms": rows["v2v_ms"]["p50"],
+        "v2v_p95_ms": rows["v2v_ms"]["p95"],
+        "overhead_p50_ms": rows["overhead_ms"]["p50"],
+        "overhead_p95_ms": rows["overhead_ms"]["p95"],
+        "end_of_turn_p95_ms": rows["end_of_turn_ms"]["p95"],
+        "stt_p95_ms": rows["stt_ms"]["p95"],
+        "llm_ttft_p95_ms": rows["llm_ttft_ms"]["p95"],
+        "tts_ttfb_p95_ms": rows["tts_ttfb_ms"]["p95"],
+        "transport_p95_ms": rows["transport_ms"]["p95"],
+        "idle_worker_rss_mb": idle.rss_mb,
+        "idle_worker_pss_mb": idle.pss_mb,
+        "busy_worker_rss_mb": busy.rss_mb if busy else None,
+        "busy_worker_pss_mb": busy.pss_mb if busy else None,
+        "turn_detection": args.turn_detection,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "stages": rows, "turns": [asdict(r) for r in results]}, indent=2))
+    print(f"wrote {out}")
+    print(json.dumps(summary))
+    return 0
+
+
+def _loadavg() -> tuple[float, float, float]:
+    with open("/proc/loadavg") as f:
+        a, b, c = (float(x) for x in f.read().split()[:3])
+    return a, b, c
+
+
+if __name__ == "__main__":
+    sys.exit(main())
