@@ -19,6 +19,7 @@ from livekit.agents.vad import VAD
 from livekit.plugins import cartesia, deepgram, openai
 
 from voicefleet_agent.contract import AgentConfig, Modality, ProviderConfig, ProviderKind
+from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,24 @@ def _members(
     return tuple(members)
 
 
-def build_stt(configs: tuple[ProviderConfig, ...], *, vad: VAD, environ: Environ = os.environ) -> Chain[AnySTT]:
+def build_stt(
+    configs: tuple[ProviderConfig, ...],
+    *,
+    vad: VAD,
+    environ: Environ = os.environ,
+    switching: bool = False,
+    active: str | None = None,
+) -> Chain[AnySTT]:
+    """``switching``: the session follows a ProviderPolicy, so the chain leads with ``active`` and can move live."""
     members = _members("stt", configs, _STT_BUILDERS, environ)
     model: AnySTT
-    if len(members) > 1:
+    if switching and len(members) > 1:
+
+        def adapter(ordered: list[AnySTT]) -> AnySTT:
+            return stt.FallbackAdapter(ordered, vad=vad, attempt_timeout=STT_ATTEMPT_TIMEOUT, max_retry_per_stt=1)
+
+        model = SwitchingSTT([(m.config.name, m.instance) for m in members], vad=vad, active=active, adapter=adapter)
+    elif len(members) > 1:
         model = stt.FallbackAdapter(
             [m.instance for m in members], vad=vad, attempt_timeout=STT_ATTEMPT_TIMEOUT, max_retry_per_stt=1
         )
@@ -211,13 +226,25 @@ def build_stt(configs: tuple[ProviderConfig, ...], *, vad: VAD, environ: Environ
     return Chain(modality="stt", members=members, model=model)
 
 
-def build_llm(configs: tuple[ProviderConfig, ...], *, environ: Environ = os.environ) -> Chain[AnyLLM]:
+def build_llm(
+    configs: tuple[ProviderConfig, ...],
+    *,
+    environ: Environ = os.environ,
+    switching: bool = False,
+    active: str | None = None,
+) -> Chain[AnyLLM]:
     members = _members("llm", configs, _LLM_BUILDERS, environ)
-    model: AnyLLM = (
-        llm.FallbackAdapter([m.instance for m in members], attempt_timeout=LLM_ATTEMPT_TIMEOUT)
-        if len(members) > 1
-        else members[0].instance
-    )
+    model: AnyLLM
+    if switching and len(members) > 1:
+
+        def adapter(ordered: list[AnyLLM]) -> AnyLLM:
+            return llm.FallbackAdapter(ordered, attempt_timeout=LLM_ATTEMPT_TIMEOUT)
+
+        model = SwitchingLLM([(m.config.name, m.instance) for m in members], active=active, adapter=adapter)
+    elif len(members) > 1:
+        model = llm.FallbackAdapter([m.instance for m in members], attempt_timeout=LLM_ATTEMPT_TIMEOUT)
+    else:
+        model = members[0].instance
     return Chain(modality="llm", members=members, model=model)
 
 
@@ -231,10 +258,17 @@ def build_tts(configs: tuple[ProviderConfig, ...], *, environ: Environ = os.envi
     return Chain(modality="tts", members=members, model=model)
 
 
-def build_pipeline(config: AgentConfig, *, vad: VAD, environ: Environ = os.environ) -> Pipeline:
-    """All three chains for one session (instances hold per-session connections, so build per session)."""
+def build_pipeline(
+    config: AgentConfig, *, vad: VAD, environ: Environ = os.environ, active: Mapping[str, str] | None = None
+) -> Pipeline:
+    """All three chains for one session (instances hold per-session connections, so build per session).
+
+    A session of an agent that follows a ProviderPolicy gets a switching STT and LLM led by ``active`` (the fleet's
+    choice); TTS keeps its in-session fallback only.
+    """
+    follows = config.policy_name is not None
     return Pipeline(
-        stt=build_stt(config.stt, vad=vad, environ=environ),
-        llm=build_llm(config.llm, environ=environ),
+        stt=build_stt(config.stt, vad=vad, environ=environ, switching=follows, active=(active or {}).get("stt")),
+        llm=build_llm(config.llm, environ=environ, switching=follows, active=(active or {}).get("llm")),
         tts=build_tts(config.tts, environ=environ),
     )

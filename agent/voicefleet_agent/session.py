@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypedDict
@@ -14,8 +15,10 @@ from livekit.agents.voice.turn import EndpointingOptions, TurnDetectionMode, Tur
 
 from voicefleet_agent.assistant import TaskAssistant
 from voicefleet_agent.contract import TASKS_MCP_SERVER, AgentConfig, VadConfig
+from voicefleet_agent.fleet_client import FleetFollower, process_follower
 from voicefleet_agent.metrics import SessionRecorder, default_metrics
-from voicefleet_agent.providers import build_pipeline
+from voicefleet_agent.providers import Pipeline, build_pipeline
+from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
 from voicefleet_agent.tasks_client import TasksClient, close_quietly
 
 log = logging.getLogger(__name__)
@@ -92,9 +95,39 @@ def other_toolsets(config: AgentConfig) -> list[llm.Toolset]:
     ]
 
 
+def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], None]:
+    """Report this session's provider errors to the operator and move its STT with the fleet; returns the undo."""
+    undo: list[Callable[[], None]] = []
+    for chain in pipeline.chains():
+        for member in chain.members:
+
+            def on_error(_ev: Any, name: str = member.config.name) -> None:
+                follower.report_error(name)
+
+            member.instance.on("error", on_error)
+            undo.append(functools.partial(member.instance.off, "error", on_error))
+    stt_model, llm_model = pipeline.stt.model, pipeline.llm.model
+
+    def on_change(_generation: int, active: dict[str, str]) -> None:
+        if isinstance(stt_model, SwitchingSTT) and (name := active.get("stt")) is not None:
+            stt_model.switch(name)
+        if isinstance(llm_model, SwitchingLLM) and (name := active.get("llm")) is not None:
+            llm_model.switch(name)
+
+    undo.append(follower.subscribe(on_change))
+
+    def unfollow() -> None:
+        for fn in undo:
+            fn()
+
+    return unfollow
+
+
 async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None:
     """Start the agent in the job's room; the session ends with the room or the job."""
-    pipeline = build_pipeline(config, vad=vad)
+    follower = process_follower(config.policy_name)
+    pipeline = build_pipeline(config, vad=vad, active=follower.active if follower else None)
+    unfollow = follow_fleet(pipeline, follower) if follower is not None else None
     tasks = tasks_client(config)
     session: AgentSession[Any] = AgentSession(
         stt=pipeline.stt.model,
@@ -109,6 +142,8 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None
 
     async def on_shutdown() -> None:
         recorder.session_ended(session.usage.model_usage)
+        if unfollow is not None:
+            unfollow()
         if tasks is not None:
             await close_quietly(tasks)
 
