@@ -52,7 +52,9 @@ class Failover:
         self.emit = emit
         self.probe = probe
         self.clock = clock
+        # Per policy, per (modality, provider): the probes' verdict and the fleet's, each with its own hysteresis.
         self.health: dict[tuple[str, str], dict[tuple[str, str], health.ProviderHealth]] = defaultdict(dict)
+        self.fleet_health: dict[tuple[str, str], dict[tuple[str, str], health.ProviderHealth]] = defaultdict(dict)
         self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._rollout: dict[tuple[str, str], tuple[int, int, int]] = {}
 
@@ -80,16 +82,21 @@ class Failover:
         channel = self.fleet.channel(namespace, name)
         agents, errors = channel.take_errors(time.monotonic())
         async with self.locks[(namespace, name)]:
-            known = self.health[(namespace, name)]
+            probed, reported = self.health[(namespace, name)], self.fleet_health[(namespace, name)]
             for modality, provider, observation in results:
-                state = known.get((modality, provider), health.ProviderHealth())
-                state = health.observe(state, observation, check)
+                key = (modality, provider)
+                probed[key] = health.observe(probed.get(key, health.ProviderHealth()), observation, check)
                 passive = health.fleet_observation(agents, errors.get(provider, 0), observation.at, provider)
-                if passive is not None and not passive.ok:  # no errors from agents is no evidence of health
-                    state = health.observe(state, passive, check)
-                known[(modality, provider)] = state
+                if passive is not None:
+                    reported[key] = health.observe(reported.get(key, health.ProviderHealth()), passive, check)
         await self.decide(body)
         return float(check.interval_seconds)
+
+    def _health(self, namespace: str, name: str, modality: str, provider: str) -> health.ProviderHealth:
+        key = (modality, provider)
+        probed = self.health[(namespace, name)].get(key, health.ProviderHealth())
+        reported = self.fleet_health[(namespace, name)].get(key, health.ProviderHealth())
+        return health.combine(probed, reported)
 
     async def decide(self, body: dict[str, Any]) -> None:
         """Choose per modality, publish a new generation when anything moved, and write the policy's status."""
@@ -98,7 +105,6 @@ class Failover:
         status = body.get("status") or {}
         async with self.locks[(namespace, name)]:
             channel = self.fleet.channel(namespace, name)
-            known = self.health[(namespace, name)]
             if channel.generation == 0 and status.get("providerGeneration"):
                 # After a restart: carry on from what the fleet was told before.
                 channel.publish(status["providerGeneration"], dict(status.get("active") or {}))
@@ -111,7 +117,7 @@ class Failover:
                 if chain is None:
                     continue
                 names = [p.name for p in chain.providers]
-                health_of = {n: known.get((modality, n), health.ProviderHealth()) for n in names}
+                health_of = {n: self._health(namespace, name, modality, n) for n in names}
                 pinned = getattr(override, modality) if override else None
                 current = channel.active.get(modality)
                 choice = health.choose(names, health_of, current, pinned, policy.spec.failback, now)
@@ -144,13 +150,12 @@ class Failover:
         now: Any,
     ) -> dict[str, Any]:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        known = self.health[(namespace, name)]
         providers = []
         unhealthy = []
         for modality in MODALITIES:
             chain = getattr(policy.spec, modality)
             for p in chain.providers if chain else []:
-                state = known.get((modality, p.name), health.ProviderHealth())
+                state = self._health(namespace, name, modality, p.name)
                 HEALTHY.labels(namespace, name, p.name).set(1 if state.healthy else 0)
                 if not state.healthy:
                     unhealthy.append(f"{p.name} ({state.last_error or 'failing'})")
@@ -216,5 +221,6 @@ class Failover:
 
     def forget(self, namespace: str, name: str) -> None:
         self.health.pop((namespace, name), None)
+        self.fleet_health.pop((namespace, name), None)
         self._rollout.pop((namespace, name), None)
         self.fleet.drop(namespace, name)

@@ -58,6 +58,23 @@ def observe(health: ProviderHealth, observation: Observation, check: HealthCheck
     )
 
 
+def combine(probes: ProviderHealth, fleet: ProviderHealth) -> ProviderHealth:
+    """The verdict from both signals, each with its own hysteresis: unhealthy when either says so. Kept apart so
+    that a passing probe does not erase the errors the fleet keeps seeing, nor a quiet fleet a failing probe."""
+    if probes.healthy and fleet.healthy:
+        changes = [s for s in (probes.since, fleet.since) if s is not None]
+        return replace(probes, since=max(changes) if changes else None)
+    failing = [h for h in (probes, fleet) if not h.healthy]
+    return replace(
+        probes,
+        healthy=False,
+        consecutive_failures=max(probes.consecutive_failures, fleet.consecutive_failures),
+        consecutive_successes=min(probes.consecutive_successes, fleet.consecutive_successes),
+        since=min((h.since for h in failing if h.since is not None), default=None),
+        last_error="; ".join(h.last_error for h in failing if h.last_error),
+    )
+
+
 def fleet_observation(agents: int, agents_with_errors: int, at: datetime, provider: str) -> Observation | None:
     """Passive signal: the provider failed this interval when at least a fifth of the reporting agents saw errors
     from it. None when no agent reported."""

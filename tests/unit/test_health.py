@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from voicefleet_operator.health import Observation, ProviderHealth, choose, fleet_observation, observe
+from voicefleet_operator.health import Observation, ProviderHealth, choose, combine, fleet_observation, observe
 from voicefleet_operator.models import FailbackSpec, HealthCheckSpec
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -84,3 +84,26 @@ def test_nothing_healthy_goes_to_the_declared_preference() -> None:
     assert choose(CHAIN, health, "whisper", None, AUTO, T0) == choose(CHAIN, health, "whisper", None, MANUAL, T0)
     assert choose(CHAIN, health, "whisper", None, AUTO, T0).provider == "deepgram"
     assert choose(CHAIN, health, None, None, AUTO, T0).reason == "NoHealthyProvider"
+
+
+def test_fleet_errors_are_not_erased_by_passing_probes() -> None:
+    probes, fleet = ProviderHealth(), ProviderHealth()
+    for i in range(3):
+        at = T0 + timedelta(seconds=i)
+        probes = observe(probes, Observation(True, at, latency_ms=50), CHECK)
+        bad = fleet_observation(10, 5, at, "deepgram")
+        assert bad is not None
+        fleet = observe(fleet, bad, CHECK)
+    verdict = combine(probes, fleet)
+    assert probes.healthy and not verdict.healthy
+    assert "5/10 agents report deepgram errors" in verdict.last_error
+    for i in range(3, 5):
+        good = fleet_observation(10, 0, T0 + timedelta(seconds=i), "deepgram")
+        assert good is not None
+        fleet = observe(fleet, good, CHECK)
+    assert combine(probes, fleet).healthy
+
+
+def test_a_failing_probe_is_not_erased_by_a_quiet_fleet() -> None:
+    probes = run(ProviderHealth(), "---")
+    assert not combine(probes, ProviderHealth()).healthy
