@@ -73,8 +73,15 @@ async def test_a_live_call_moves_to_whisper_when_deepgram_hangs(stack: VoiceStac
         wait_until("fleet on whisper", lambda: (_status(fns).get("active") or {}).get("stt") == "whisper", 40)
         log = stack.worker_log
         wait_until("the live session switched", lambda: "switching STT: deepgram → whisper" in log.read_text(), 20)
-        stack.store.clear()
+        transcribed = stack.provider_state("openai")["counters"]["by_path"].get("/v1/audio/transcriptions", 0)
         started = time.monotonic()
-        await caller.turn("Add buy milk to my tasks", timeout=30)
-        wait_until("task from the turn after the flip", lambda: any("milk" in t for t in _titles(stack)), 10)
-        assert time.monotonic() - started < 30
+        await caller.turn("Add buy milk to my tasks", timeout=30)  # the call goes on: the agent answers
+        # This test is about STT moving mid-call; whether the intent model acts on Whisper's words is tested elsewhere.
+        heard = wait_until(
+            "the user's words after the flip, transcribed",
+            lambda: [t.text for t in caller.transcripts if t.speaker == "user" and t.at >= started and t.text],
+            10,
+        )
+        assert any("milk" in text.lower() for text in heard), heard
+        after = stack.provider_state("openai")["counters"]["by_path"].get("/v1/audio/transcriptions", 0)
+        assert after > transcribed, "the turn after the flip went to Whisper"
