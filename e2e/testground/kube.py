@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
 import secrets
@@ -12,7 +11,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import yaml
 
 from testground import binaries, pki
-from testground.process import ComponentError, ProcessRecord, Supervisor, free_port, http_ok
+from testground.process import ComponentError, Stack, free_port, http_ok
 
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -191,32 +189,15 @@ def _node_ready(node: dict[str, Any]) -> bool:
 
 
 @dataclass
-class KubeStack:
+class KubeStack(Stack[Cluster]):
     """Starts the control plane under `root` (config, pki, data, logs/); `stop` ends every process it started."""
 
-    root: Path
-    node_count: int = 3
-    detached: bool = False
     timeout: float = 90.0
-    on_spawn: Callable[[ProcessRecord], None] | None = None
+    node_count: int = 3
 
     def __post_init__(self) -> None:
-        self.logs_dir = self.root / "logs"
-        self.supervisor = Supervisor(self.logs_dir, self.detached, self.on_spawn)
+        super().__post_init__()
         self.timings: dict[str, float] = {}  # seconds from the start of `start` until each component was ready
-
-    def start(self) -> Cluster:
-        if not self.detached:
-            atexit.register(self.stop)
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        self.supervisor.stop()
-        atexit.unregister(self.stop)
 
     def _start(self) -> Cluster:
         started = time.monotonic()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import secrets
 import shutil
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import yaml
 
 from testground import binaries
-from testground.process import ProcessRecord, Supervisor, free_port, http_ok
+from testground.process import Stack, free_port, http_ok
 
 
 @dataclass(frozen=True)
@@ -85,30 +83,8 @@ def livekit_config(
 
 
 @dataclass
-class LiveKitStack:
+class LiveKitStack(Stack[LiveKit]):
     """Starts redis-server and livekit-server under `root`; `stop` ends both."""
-
-    root: Path
-    detached: bool = False
-    timeout: float = 60.0
-    on_spawn: Callable[[ProcessRecord], None] | None = None
-
-    def __post_init__(self) -> None:
-        self.logs_dir = self.root / "logs"
-        self.supervisor = Supervisor(self.logs_dir, self.detached, self.on_spawn)
-
-    def start(self) -> LiveKit:
-        if not self.detached:
-            atexit.register(self.stop)
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        self.supervisor.stop()
-        atexit.unregister(self.stop)
 
     def _start(self) -> LiveKit:
         binaries.ensure_built(binaries.LIVEKIT_BINARIES, self.logs_dir / "build.log")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -16,9 +17,10 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 class ComponentError(RuntimeError):
@@ -232,3 +234,33 @@ def _session_members(record: ProcessRecord) -> list[int]:
         if int(fields[3]) == record.pid and int(fields[19]) >= record.start_time:
             members.append(int(entry.name))
     return members
+
+
+@dataclass
+class Stack(Generic[T]):
+    """Processes started under `root` by one Supervisor; a failed start stops whatever it had started."""
+
+    root: Path
+    detached: bool = False
+    timeout: float = 60.0
+    on_spawn: Callable[[ProcessRecord], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.logs_dir = self.root / "logs"
+        self.supervisor = Supervisor(self.logs_dir, self.detached, self.on_spawn)
+
+    def start(self) -> T:
+        if not self.detached:
+            atexit.register(self.stop)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        atexit.unregister(self.stop)
+
+    def _start(self) -> T:
+        raise NotImplementedError
