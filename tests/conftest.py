@@ -29,7 +29,11 @@ def crds(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster.kubeconfig, cluster.logs_dir, env={"VOICEFLEET_RESYNC_SECONDS": RESYNC_SECONDS})
+    op = OperatorProcess(
+        cluster.kubeconfig,
+        cluster.logs_dir,
+        env={"VOICEFLEET_RESYNC_SECONDS": RESYNC_SECONDS, "VOICEFLEET_SIP_SWEEP_SECONDS": RESYNC_SECONDS},
+    )
     op.start()
     yield op
     op.stop()

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from voicefleet_operator.models import Condition
 
 Status = Literal["True", "False", "Unknown"]
+MESSAGE_MAX = 2048
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def merge(
     old = {c.type: c for c in previous}
     result: dict[str, Condition] = dict(old)
     for type_, status, reason, message in new:
+        if len(message) > MESSAGE_MAX:  # API server messages can quote whole values
+            message = message[: MESSAGE_MAX - 1] + "…"
         before = old.get(type_)
         moved = before is None or before.status != status
         result[type_] = Condition(

@@ -27,6 +27,7 @@ class Kind:
     status: type[models.Model]
     columns: tuple[dict[str, Any], ...]
     description: str
+    root_rules: tuple[dict[str, str], ...] = ()
 
 
 _READY = {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
@@ -47,6 +48,15 @@ KINDS = (
             _AGE,
         ),
         description="A fleet of LiveKit voice agents reconciled into a Deployment, HPA, PDB and provider config.",
+        root_rules=(
+            models.cel(
+                f"size(self.metadata.name) <= {models.AGENT_NAME_MAX} && "
+                f"self.metadata.name.matches('{models.DNS_1035_LABEL}')",
+                f"metadata.name must be a DNS label of at most {models.AGENT_NAME_MAX} characters starting with a "
+                "letter, so that every object made for it has a valid name",
+                ".metadata.name",
+            ),
+        ),
     ),
     Kind(
         kind="ProviderPolicy",
@@ -65,6 +75,21 @@ KINDS = (
         description="Ordered STT/LLM/TTS provider chains with health checks, failback and an on-call override.",
     ),
 )
+
+
+def _key_rule(names: dict[str, Any]) -> dict[str, str]:
+    """CEL for a map's keys: structural schemas have no propertyNames."""
+    checks = []
+    if "enum" in names:
+        checks.append(f"k in [{', '.join(repr(v) for v in names['enum'])}]")
+    if "maxLength" in names:
+        checks.append(f"size(k) <= {names['maxLength']}")
+    if "minLength" in names:
+        checks.append(f"size(k) >= {names['minLength']}")
+    if "pattern" in names:
+        checks.append(f"k.matches('{names['pattern']}')")
+    detail = names.get("enum") or names.get("pattern") or f"at most {names.get('maxLength')} characters"
+    return models.cel(f"self.all(k, {' && '.join(checks)})", f"keys must match {detail}")
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -97,6 +122,9 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _inline(value, defs)
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         out.pop("additionalProperties")
+    if "propertyNames" in out:
+        rules = out.get("x-kubernetes-validations", [])
+        out["x-kubernetes-validations"] = [*rules, _key_rule(out.pop("propertyNames"))]
     return out
 
 
@@ -162,6 +190,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": kind.description,
+                            **({"x-kubernetes-validations": list(kind.root_rules)} if kind.root_rules else {}),
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

@@ -10,6 +10,7 @@ from typing import Any
 from voicefleet_agent import contract
 from voicefleet_operator.models import (
     API_VERSION,
+    CHILD_SUFFIXES,
     GROUP,
     ActiveProviders,
     NamedProviderSpec,
@@ -24,6 +25,8 @@ CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 SECRETS_HASH_ANNOTATION = f"{GROUP}/secrets-hash"
 AGENT_NAME_LABEL = f"{GROUP}/agent-name"
 MODALITIES: tuple[contract.Modality, ...] = ("stt", "llm", "tts")
+# The API server refuses a ConfigMap whose data exceeds 1 MiB; keep room for the object's metadata.
+CONFIG_MAX_BYTES = 1024 * 1024 - 16 * 1024
 # Time allowed after the drain timeout for the worker to exit once its last job ends.
 EXIT_MARGIN_SECONDS = 30
 METRICS_DIR = "/var/run/voicefleet/prometheus"
@@ -74,15 +77,8 @@ class Desired:
 
 
 def names(agent_name: str) -> dict[str, str]:
-    """Deterministic child names per kind."""
-    return {
-        "ServiceAccount": agent_name,
-        "ConfigMap": f"{agent_name}-config",
-        "Deployment": agent_name,
-        "Service": f"{agent_name}-metrics",
-        "HorizontalPodAutoscaler": agent_name,
-        "PodDisruptionBudget": agent_name,
-    }
+    """Deterministic child names per kind (valid for every VoiceAgent name the schema admits)."""
+    return {kind: agent_name + suffix for kind, suffix in CHILD_SUFFIXES.items()}
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -190,6 +186,12 @@ def validate(inputs: Inputs) -> None:
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def controlled_by(body: dict[str, Any], owner_uid: str) -> bool:
+    """Whether an object's controller reference points at the VoiceAgent with `owner_uid`."""
+    refs = body.get("metadata", {}).get("ownerReferences") or []
+    return any(r.get("uid") == owner_uid and r.get("controller") for r in refs)
 
 
 def _meta(agent: VoiceAgent, name: str) -> dict[str, Any]:
@@ -366,6 +368,12 @@ def render(inputs: Inputs) -> Desired:
     child = names(agent.metadata["name"])
     config = agent_config(inputs)
     config_json = config.to_json()
+    if len(config_json.encode()) > CONFIG_MAX_BYTES:
+        source = "spec.pipeline." + ("instructionsConfigMapRef" if inputs.instructions else "instructions")
+        raise InvalidSpec(
+            f"{source}: the rendered {contract.CONFIG_FILE} would be {len(config_json.encode())} bytes, over the "
+            f"{CONFIG_MAX_BYTES} bytes a ConfigMap can hold; shorten the instructions"
+        )
     config_hash = _hash(config_json)
     objects: list[dict[str, Any]] = [
         {

@@ -12,6 +12,7 @@ from lightkube import AsyncClient
 
 from voicefleet_agent import contract
 from voicefleet_operator.desired import MANAGED_BY
+from voicefleet_operator.diffbase import HashedDiffBaseStorage
 from voicefleet_operator.failover import Failover
 from voicefleet_operator.fleet import Fleet
 from voicefleet_operator.kube import Kube
@@ -34,6 +35,8 @@ CHILDREN = (
     ("policy", "v1", "poddisruptionbudgets"),
 )
 WATCHED_EVENTS = ("ADDED", "MODIFIED", "DELETED")
+# Set to "true" on a VoiceAgent whose LiveKit is gone for good, so that its deletion does not wait for it.
+ABANDON_PHONE_CLEANUP = f"{GROUP}/abandon-phone-cleanup"
 
 
 def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -49,9 +52,7 @@ def _ns(namespace: str | None) -> str:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = HashedDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Only warnings and our own transitions become Events: posting every INFO log line floods the queue, and one
     # Event that cannot be posted (namespace terminating) is retried with backoff ahead of all the others.
@@ -91,7 +92,12 @@ def _has_phone(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.on.delete(GROUP, VERSION, "voiceagents", when=_has_phone)
-async def remove_phone(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def remove_phone(body: kopf.Body, annotations: kopf.Annotations, memo: Any, **_: Any) -> None:
+    if annotations.get(ABANDON_PHONE_CLEANUP) == "true":
+        _emit(dict(body), "Warning", "PhoneCleanupAbandoned",
+              f"{ABANDON_PHONE_CLEANUP}=true: deleted without removing the SIP trunk and rule from LiveKit; "
+              "the orphan sweep removes them once LiveKit is reachable")  # fmt: skip
+        return
     try:
         await memo.reconciler.remove_phone(dict(body))
     except (LiveKitUnavailable, LookupError) as error:
@@ -132,7 +138,9 @@ def _owner(body: kopf.Body) -> str | None:
     return None
 
 
-async def child_changed(body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+async def child_changed(body: kopf.Body, name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        memo.reconciler.forget_child(body.get("kind"), _ns(namespace), name)
     if type in WATCHED_EVENTS and (owner := _owner(body)):
         await memo.reconciler.agent(_ns(namespace), owner)
 
@@ -149,7 +157,11 @@ async def secret_changed(name: str, namespace: str | None, type: str, memo: Any,
         await memo.reconciler.reference_changed(_ns(namespace), "Secret", name)
 
 
-@kopf.on.event("", "v1", "configmaps", labels={"app.kubernetes.io/managed-by": kopf.ABSENT})
+def _not_ours(body: kopf.Body, **_: Any) -> bool:
+    return _owner(body) is None
+
+
+@kopf.on.event("", "v1", "configmaps", when=_not_ours)
 async def config_map_changed(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
     if type in WATCHED_EVENTS:
         await memo.reconciler.reference_changed(_ns(namespace), "ConfigMap", name)

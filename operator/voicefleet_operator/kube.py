@@ -9,10 +9,10 @@ from lightkube import ApiError, AsyncClient, codecs
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 from lightkube.types import PatchType
 
-from voicefleet_operator.desired import FIELD_MANAGER
+from voicefleet_operator.desired import FIELD_MANAGER, controlled_by
 from voicefleet_operator.models import GROUP, VERSION
 
 VoiceAgentResource = create_namespaced_resource(GROUP, VERSION, "VoiceAgent", "voiceagents")
@@ -23,11 +23,20 @@ def _missing(error: ApiError) -> bool:
     return error.status.code == 404
 
 
+# Answers that mean "the API server will not take this object", as opposed to being unavailable.
+REFUSALS = frozenset({400, 403, 404, 422})
+
+
+class WriteRejected(Exception):
+    """The API server refused a write; the message names the object and quotes the server."""
+
+
 class Kube:
     """Typed access to the objects the operator reads and writes."""
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
+        self._cluster_id: str | None = None
 
     async def _get(self, res: Any, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -48,6 +57,13 @@ class Kube:
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(ProviderPolicyResource, namespace, name)
 
+    async def cluster_id(self) -> str:
+        """The uid of the kube-system namespace: stable for the life of a cluster, distinct between clusters."""
+        if self._cluster_id is None:
+            found = await self.client.get(Namespace, "kube-system")
+            self._cluster_id = str(found.metadata.uid) if found.metadata else ""
+        return self._cluster_id
+
     async def secret_version(self, namespace: str, name: str) -> str | None:
         """The Secret's resourceVersion, or None if it does not exist. Values are never read."""
         obj = await self._get(Secret, namespace, name)
@@ -67,16 +83,31 @@ class Kube:
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(Deployment, namespace, name)
 
-    async def apply(self, manifest: dict[str, Any]) -> None:
-        """Server-side apply with our field manager; force takes back fields someone else changed (drift)."""
-        await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+    async def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(resource_registry.load(api_version, kind), namespace, name)
+
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> None:
+        """Server-side apply with our field manager; force takes back fields someone else changed (drift).
+
+        Raises WriteRejected when the API server refuses the object."""
+        try:
+            await self.client.apply(
+                codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True, dry_run=dry_run
+            )
+        except ApiError as error:
+            if error.status.code not in REFUSALS:
+                raise
+            meta = manifest["metadata"]
+            raise WriteRejected(
+                f"{manifest['kind']} {meta.get('namespace')}/{meta['name']} was refused by the API server: "
+                f"{error.status.message}"
+            ) from error
 
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete a child we made (controller reference to `owner_uid`); anything else is left alone."""
         res: Any = resource_registry.load(api_version, kind)
         obj = await self._get(res, namespace, name)
-        refs = (obj or {}).get("metadata", {}).get("ownerReferences") or []
-        if not any(r.get("uid") == owner_uid and r.get("controller") for r in refs):
+        if obj is None or not controlled_by(obj, owner_uid):
             return False
         try:
             await self.client.delete(res, name, namespace=namespace)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
@@ -18,12 +18,35 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 E164 = r"^\+[1-9][0-9]{6,14}$"
 CIDR_OR_IP = r"^[0-9a-fA-F:.]+(/[0-9]{1,3})?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"  # a Secret or ConfigMap key, as the API server accepts it
+MAP_KEY = r"^[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?$"
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+DataKey = Annotated[str, Field(min_length=1, max_length=253, pattern=DATA_KEY)]
+# Small string maps (options, metadata): bounded in entries, key and value size.
+MapKey = Annotated[str, Field(min_length=1, max_length=63, pattern=MAP_KEY)]
+MapValue = Annotated[str, Field(max_length=1024)]
+MAP_MAX_ENTRIES = 32
+
+# Child objects are named <VoiceAgent name><suffix>. Services must be DNS-1035 labels (at most 63 characters,
+# starting with a letter), so the VoiceAgent name is bounded to leave room for the longest Service suffix.
+CHILD_SUFFIXES: dict[str, str] = {
+    "ServiceAccount": "",
+    "ConfigMap": "-config",
+    "Deployment": "",
+    "Service": "-metrics",
+    "HorizontalPodAutoscaler": "",
+    "PodDisruptionBudget": "",
+}
+AGENT_NAME_MAX = 63 - max(len(CHILD_SUFFIXES["Service"]), 0)
+# Bounds of allowedAddresses: a range wider than this is refused, whatever minPrefixLength says.
+IPV4_PREFIX_FLOOR = 8
+IPV6_PREFIX_FLOOR = 16
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -32,6 +55,26 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
     if field_path:
         entry["fieldPath"] = field_path
     return entry
+
+
+def url_rule(schemes: tuple[str, ...]) -> dict[str, str]:
+    """CEL: the string parses as an absolute URL with one of `schemes` and a host."""
+    allowed = ", ".join(f"'{x}'" for x in schemes)
+    return cel(
+        f"isURL(self) && url(self).getScheme() in [{allowed}] && url(self).getHostname() != ''",
+        f"must be a URL with a host and scheme {'/'.join(schemes)}",
+    )
+
+
+def url_field(schemes: tuple[str, ...], description: str, **kwargs: Any) -> Any:
+    """A URL field: pattern for pydantic, CEL (parse, scheme, host) for the API server."""
+    return Field(
+        **kwargs,
+        pattern=rf"^({'|'.join(schemes)})://[^\s/?#@]+([/?#]\S*)?$",
+        max_length=2048,
+        description=description,
+        json_schema_extra={"x-kubernetes-validations": [cast(Any, url_rule(schemes))]},
+    )
 
 
 class Model(BaseModel):
@@ -60,22 +103,22 @@ class SecretKeyRef(Model):
     """A key of a Secret in the same namespace."""
 
     name: ObjectName = Field(description="Name of the Secret.")
-    key: str = Field(default="apiKey", min_length=1, max_length=253, description="Key within the Secret.")
+    key: DataKey = Field(default="apiKey", description="Key within the Secret.")
 
 
 class LiveKitCredentialsRef(Model):
     """A Secret holding the LiveKit API key and secret."""
 
     name: ObjectName = Field(description="Name of the Secret.")
-    api_key_key: str = Field(default="apiKey", min_length=1, description="Key of the API key in the Secret.")
-    api_secret_key: str = Field(default="apiSecret", min_length=1, description="Key of the API secret.")
+    api_key_key: DataKey = Field(default="apiKey", description="Key of the API key in the Secret.")
+    api_secret_key: DataKey = Field(default="apiSecret", description="Key of the API secret.")
 
 
 class ConfigMapKeyRef(Model):
     """A key of a ConfigMap in the same namespace."""
 
     name: ObjectName = Field(description="Name of the ConfigMap.")
-    key: str = Field(min_length=1, max_length=253, description="Key within the ConfigMap.")
+    key: DataKey = Field(description="Key within the ConfigMap.")
 
 
 # --- providers ---
@@ -94,14 +137,15 @@ class ProviderSpec(Model):
 
     provider: ProviderKind = Field(description="Provider implementation.")
     model: str = Field(min_length=1, max_length=128, description="Model name, e.g. nova-3, gpt-4o-mini, sonic-3.")
-    base_url: str | None = Field(
+    base_url: str | None = url_field(
+        ("http", "https", "ws", "wss"),
+        "Endpoint override, e.g. a self-hosted Whisper or the offline provider stack.",
         default=None,
-        pattern=r"^(https?|wss?)://",
-        max_length=2048,
-        description="Endpoint override, e.g. a self-hosted Whisper or the offline provider stack.",
     )
     secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the provider API key.")
-    options: dict[str, str] = Field(default_factory=dict, description="Provider-specific options (e.g. voice).")
+    options: dict[MapKey, MapValue] = Field(
+        default_factory=dict, max_length=MAP_MAX_ENTRIES, description="Provider-specific options (e.g. voice)."
+    )
     pricing: PricingSpec | None = Field(default=None, description="Price overrides for cost reporting.")
 
 
@@ -144,9 +188,11 @@ class FailbackSpec(Model):
 class OverrideSpec(Model):
     """On-call override: pin a modality to a named provider, whatever its health."""
 
-    stt: str | None = Field(default=None, max_length=63, description="Provider name to pin STT to.")
-    llm: str | None = Field(default=None, max_length=63, description="Provider name to pin the LLM to.")
-    tts: str | None = Field(default=None, max_length=63, description="Provider name to pin TTS to.")
+    stt: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL, description="Provider name to pin STT to.")
+    llm: str | None = Field(
+        default=None, max_length=63, pattern=DNS_LABEL, description="Provider name to pin the LLM to."
+    )
+    tts: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL, description="Provider name to pin TTS to.")
     reason: str | None = Field(default=None, max_length=1024, description="Why (shown in Events).")
 
 
@@ -230,7 +276,7 @@ class McpServerSpec(Model):
     """An MCP server whose tools the agent may call."""
 
     name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Name of the server.")
-    url: str = Field(pattern=r"^https?://", max_length=2048, description="Streamable HTTP endpoint.")
+    url: str = url_field(("http", "https"), "Streamable HTTP endpoint.")
 
 
 class ToolsSpec(Model):
@@ -254,8 +300,25 @@ class PhoneAuthRef(Model):
     """Secret with SIP digest credentials."""
 
     name: ObjectName = Field(description="Name of the Secret.")
-    username_key: str = Field(default="username", min_length=1, description="Key of the username.")
-    password_key: str = Field(default="password", min_length=1, description="Key of the password.")
+    username_key: DataKey = Field(default="username", description="Key of the username.")
+    password_key: DataKey = Field(default="password", description="Key of the password.")
+
+
+class PrefixLimits(Model):
+    """The widest address ranges a trunk may admit, as minimum CIDR prefix lengths."""
+
+    ipv4: int = Field(
+        default=24,
+        ge=IPV4_PREFIX_FLOOR,
+        le=32,
+        description=f"Shortest IPv4 prefix allowed (at least /{IPV4_PREFIX_FLOOR}).",
+    )
+    ipv6: int = Field(
+        default=48,
+        ge=IPV6_PREFIX_FLOOR,
+        le=128,
+        description=f"Shortest IPv6 prefix allowed (at least /{IPV6_PREFIX_FLOOR}).",
+    )
 
 
 class PhoneChannelSpec(Model):
@@ -268,19 +331,44 @@ class PhoneChannelSpec(Model):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     allowed_addresses: list[Annotated[str, Field(pattern=CIDR_OR_IP, max_length=64)]] = Field(
-        default_factory=list, max_length=64, description="Source IPs/CIDRs allowed to send INVITEs."
+        default_factory=list,
+        max_length=64,
+        description="Source IPs or CIDR ranges allowed to send INVITEs; no range wider than minPrefixLength.",
+        json_schema_extra={
+            "items": {
+                "x-kubernetes-validations": [
+                    cast(
+                        Any,
+                        cel("isIP(self) || isCIDR(self)", "must be an IP address or a CIDR range such as 192.0.2.0/24"),
+                    )
+                ]
+            }
+        },
+    )
+    min_prefix_length: PrefixLimits = Field(
+        default_factory=PrefixLimits,
+        description="Widest ranges allowedAddresses may hold; /0 and other open ranges are always refused.",
     )
     auth_secret_ref: PhoneAuthRef | None = Field(default=None, description="Digest-auth credentials.")
     krisp_enabled: bool = Field(default=False, description="Krisp noise cancellation.")
     room_prefix: str = Field(default="call-", max_length=32, pattern=r"^[a-zA-Z0-9_-]*$", description="Room prefix.")
     max_call_duration_seconds: int = Field(default=3600, ge=60, le=86400, description="Hard call limit.")
     ringing_timeout_seconds: int = Field(default=30, ge=1, le=300, description="Ringing timeout.")
-    metadata: dict[str, str] = Field(default_factory=dict, description="Dispatch metadata for the agent.")
+    metadata: dict[MapKey, MapValue] = Field(
+        default_factory=dict, max_length=MAP_MAX_ENTRIES, description="Dispatch metadata for the agent."
+    )
 
     cel_rules = (
         cel(
             "(has(self.allowedAddresses) && size(self.allowedAddresses) > 0) || has(self.authSecretRef)",
             "a phone channel needs allowedAddresses or authSecretRef: open trunks invite toll fraud",
+        ),
+        cel(
+            "!has(self.allowedAddresses) || self.allowedAddresses.all(a, !isCIDR(a) || "
+            "cidr(a).prefixLength() >= (cidr(a).ip().family() == 4 ? self.minPrefixLength.ipv4 "
+            ": self.minPrefixLength.ipv6))",
+            "a range in allowedAddresses is wider than minPrefixLength allows: open ranges invite toll fraud",
+            ".allowedAddresses",
         ),
     )
 
@@ -314,22 +402,55 @@ class DrainSpec(Model):
     grace_period_seconds: int = Field(default=600, ge=10, le=86400, description="Drain timeout for live sessions.")
 
 
+ResourceName = Literal["cpu", "memory", "ephemeral-storage"]
+Quantity = Annotated[
+    str,
+    Field(
+        pattern=QUANTITY,
+        max_length=20,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && "
+                    "quantity(self).isLessThan(quantity('1Pi'))",
+                    "must be a quantity above 0 and below 1Pi",
+                )
+            ]
+        },
+    ),
+]
+
+
 class ResourcesSpec(Model):
     """Container resources."""
 
-    requests: dict[str, Annotated[str, Field(pattern=QUANTITY)]] = Field(
-        default_factory=lambda: {"cpu": "500m", "memory": "1Gi"}, description="Requests."
+    requests: dict[ResourceName, Quantity] = Field(
+        default_factory=lambda: cast(dict[ResourceName, str], {"cpu": "500m", "memory": "1Gi"}),
+        max_length=3,
+        description="Requests.",
     )
-    limits: dict[str, Annotated[str, Field(pattern=QUANTITY)]] = Field(
-        default_factory=lambda: {"memory": "2Gi"}, description="Limits."
+    limits: dict[ResourceName, Quantity] = Field(
+        default_factory=lambda: cast(dict[ResourceName, str], {"memory": "2Gi"}), max_length=3, description="Limits."
     )
+
+    cel_rules = (
+        cel(
+            "!has(self.requests) || !has(self.limits) || self.requests.all(r, !(r in self.limits) || "
+            "quantity(self.requests[r]).compareTo(quantity(self.limits[r])) <= 0)",
+            "each request must be less than or equal to its limit",
+            ".requests",
+        ),
+    )
+
+
+ENV_VALUE_MAX = 8192
 
 
 class EnvVarSpec(Model):
     """Extra environment variable for the agent container."""
 
     name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME, description="Variable name.")
-    value: str | None = Field(default=None, description="Literal value.")
+    value: str | None = Field(default=None, max_length=ENV_VALUE_MAX, description="Literal value.")
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="Value from a Secret key.")
 
     cel_rules = (cel("has(self.value) != has(self.secretKeyRef)", "set exactly one of value or secretKeyRef"),)
@@ -338,14 +459,14 @@ class EnvVarSpec(Model):
 class LiveKitSpec(Model):
     """The LiveKit server the agents register with."""
 
-    url: str = Field(pattern=r"^(wss?|https?)://", max_length=2048, description="LiveKit server URL.")
+    url: str = url_field(("ws", "wss", "http", "https"), "LiveKit server URL.")
     secret_ref: LiveKitCredentialsRef = Field(description="Secret with the API key and secret.")
 
 
 class VoiceAgentSpec(Model):
     """A fleet of voice agents."""
 
-    image: str = Field(min_length=1, max_length=1024, description="Agent container image.")
+    image: str = Field(min_length=1, max_length=1024, pattern=r"^\S+$", description="Agent container image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy."
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from voicefleet_operator.models import VoiceAgent
 
 OWNER_KEY = "voicefleet.io/owner"
+CLUSTER_KEY = "cluster"  # the uid of the cluster's kube-system namespace: which operator install made the object
 
 
 @dataclass(frozen=True)
@@ -82,27 +83,51 @@ def owner(agent: VoiceAgent) -> str:
     return f"{agent.metadata['namespace']}/{agent.metadata['name']}"
 
 
-def owner_of(metadata: str) -> str | None:
-    """The VoiceAgent a LiveKit object belongs to, from our marker in its metadata."""
+def _marker_of(metadata: str) -> dict[str, object]:
     try:
         data = json.loads(metadata or "{}")
     except ValueError:
-        return None
-    value = data.get(OWNER_KEY) if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def owner_of(metadata: str) -> str | None:
+    """The VoiceAgent a LiveKit object belongs to, from our marker in its metadata."""
+    value = _marker_of(metadata).get(OWNER_KEY)
     return value if isinstance(value, str) else None
 
 
-def _marker(agent: VoiceAgent, **extra: str) -> str:
-    return json.dumps({OWNER_KEY: owner(agent), "uid": agent.metadata.get("uid", ""), **extra}, sort_keys=True)
+def made_here(metadata: str, cluster: str) -> str | None:
+    """The owner of an object this cluster's operator made (markers of before the cluster key count as ours)."""
+    data = _marker_of(metadata)
+    theirs = data.get(CLUSTER_KEY)
+    return owner_of(metadata) if theirs in (None, cluster) else None
 
 
-def desired_trunk(agent: VoiceAgent, credentials: Credentials | None) -> Trunk:
+def orphans(objects: Sequence[Trunk | Rule], cluster: str, alive: set[str]) -> list[str]:
+    """Ids of objects this cluster made for a VoiceAgent not in `alive` (gone, or without a phone channel)."""
+    found = []
+    for obj in objects:
+        who = made_here(obj.metadata, cluster)
+        if who is not None and who not in alive:
+            found.append(obj.id)
+    return sorted(found)
+
+
+def _marker(agent: VoiceAgent, cluster: str, **extra: str) -> str:
+    marker = {OWNER_KEY: owner(agent), "uid": agent.metadata.get("uid", ""), **extra}
+    if cluster:
+        marker[CLUSTER_KEY] = cluster
+    return json.dumps(marker, sort_keys=True)
+
+
+def desired_trunk(agent: VoiceAgent, credentials: Credentials | None, cluster: str = "") -> Trunk:
     phone = agent.spec.channels.phone
     assert phone is not None
     extra = {"auth": credentials.fingerprint()} if credentials else {}
     return Trunk(
         name=f"voicefleet {owner(agent)}",
-        metadata=_marker(agent, **extra),
+        metadata=_marker(agent, cluster, **extra),
         numbers=tuple(sorted(phone.numbers)),
         allowed_addresses=tuple(sorted(phone.allowed_addresses)),
         auth_username=credentials.username if credentials else "",
@@ -113,12 +138,12 @@ def desired_trunk(agent: VoiceAgent, credentials: Credentials | None) -> Trunk:
     )
 
 
-def desired_rule(agent: VoiceAgent, trunk_id: str) -> Rule:
+def desired_rule(agent: VoiceAgent, trunk_id: str, cluster: str = "") -> Rule:
     phone = agent.spec.channels.phone
     assert phone is not None
     return Rule(
         name=f"voicefleet {owner(agent)}",
-        metadata=_marker(agent),
+        metadata=_marker(agent, cluster),
         trunk_ids=(trunk_id,),
         room_prefix=phone.room_prefix,
         agent_name=agent.spec.agent_name,

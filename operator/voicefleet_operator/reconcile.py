@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 
 from voicefleet_operator import conditions, desired
 from voicefleet_operator.failover import Failover
-from voicefleet_operator.kube import VoiceAgentResource
+from voicefleet_operator.kube import VoiceAgentResource, WriteRejected
 from voicefleet_operator.models import (
     ActiveProviders,
     Condition,
@@ -40,7 +40,8 @@ class Store(Protocol):
     async def config_map_key(self, namespace: str, name: str, key: str) -> str | None: ...
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
-    async def apply(self, manifest: dict[str, Any]) -> None: ...
+    async def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> None: ...
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -78,9 +79,14 @@ class Reconciler:
         self.emit = emit
         self.clock = clock
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Children known to be ours: (kind, namespace, name, owner uid). Anything else is checked before a write.
+        self._owned: set[tuple[str, str, str, str]] = set()
+
+    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks[("VoiceAgent", f"{namespace}/{name}")]
 
     async def agent(self, namespace: str, name: str) -> Outcome | None:
-        async with self._locks[("VoiceAgent", f"{namespace}/{name}")]:
+        async with self._lock(namespace, name):
             started = time.perf_counter()
             try:
                 outcome = await self._agent(namespace, name)
@@ -141,8 +147,10 @@ class Reconciler:
         old_status = body.get("status") or {}
         phone_result: PhoneResult | None = None
         if plan is not None:
-            for manifest in plan.objects:
-                await self.store.apply(manifest)
+            problem = await self._write(agent, plan)
+            if problem is not None:
+                plan = None  # nothing was written: status keeps describing what runs
+        if plan is not None:
             for api_version, kind, child in plan.absent:
                 await self.store.delete_owned(api_version, kind, namespace, child, agent.metadata["uid"])
             phone_result = await self.telephony.reconcile(agent, had_phone=bool(old_status.get("phone")))
@@ -171,7 +179,7 @@ class Reconciler:
         await self.store.patch_status(VoiceAgentResource, namespace, name, status)
         self._announce(body, previous, current)
         ready = any(c.type == "Ready" and c.status == "True" for c in current)
-        if problem is not None and problem.reason != "InvalidSpec":
+        if problem is not None and problem.reason not in PERMANENT:
             retry: str | None = problem.message
         elif phone_result is not None and phone_result.retry:
             retry = phone_result.message
@@ -179,9 +187,42 @@ class Reconciler:
             retry = None
         return Outcome(problem=problem, ready=ready, retry=retry)
 
+    async def _write(self, agent: VoiceAgent, plan: desired.Desired) -> conditions.Problem | None:
+        """Apply the plan's objects, all or none: a name held by an object we did not create, or any object the API
+        server refuses (checked with a dry run of every object first), becomes the Problem and nothing is written."""
+        namespace, uid = agent.metadata["namespace"], agent.metadata["uid"]
+        for manifest in plan.objects:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            if (kind, namespace, name, uid) in self._owned:
+                continue
+            found = await self.store.child(manifest["apiVersion"], kind, namespace, name)
+            if found is not None and not desired.controlled_by(found, uid):
+                return conditions.Problem(
+                    "NameConflict",
+                    f"{kind} {namespace}/{name} already exists and was not created for this VoiceAgent; "
+                    "rename the VoiceAgent or remove that object. Nothing was written.",
+                )
+        try:
+            for manifest in plan.objects:
+                await self.store.apply(manifest, dry_run=True)
+            for manifest in plan.objects:
+                await self.store.apply(manifest)
+                self._owned.add((manifest["kind"], namespace, manifest["metadata"]["name"], uid))
+        except WriteRejected as rejected:
+            return conditions.Problem("ApplyFailed", f"{rejected} Nothing was changed.")
+        return None
+
+    def forget_child(self, kind: str, namespace: str, name: str) -> None:
+        """A child was deleted: the next write checks again who holds its name."""
+        self._owned = {key for key in self._owned if key[:3] != (kind, namespace, name)}
+
     async def remove_phone(self, body: dict[str, Any]) -> None:
-        """Finalizer: delete the agent's LiveKit SIP objects. Raises to be retried."""
-        await self.telephony.remove(VoiceAgent.from_body(body))
+        """Finalizer: delete the agent's LiveKit SIP objects. Raises to be retried.
+
+        Holds the agent's lock, so a reconcile in flight finishes first and none that follows recreates them."""
+        agent: VoiceAgent = VoiceAgent.from_body(body)
+        async with self._lock(agent.metadata["namespace"], agent.metadata["name"]):
+            await self.telephony.remove(agent)
 
     async def policy(self, namespace: str, name: str) -> Outcome | None:
         """Validate a ProviderPolicy, report the providers in use, and re-render the agents that follow it."""
@@ -221,6 +262,10 @@ class Reconciler:
                 continue  # Ready flips, and Degraded/Progressing turning on, are worth an Event
             warning = (cond.type == "Ready" and cond.status == "False") or cond.type == "Degraded"
             self.emit(body, "Warning" if warning else "Normal", cond.reason, f"{cond.type}: {cond.message}")
+
+
+# Problems only an edit can fix: not retried on a timer (an edit, or a watched object changing, triggers again).
+PERMANENT = frozenset({"InvalidSpec", "ApplyFailed"})
 
 
 class _Missing(Exception):

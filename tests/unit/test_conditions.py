@@ -117,3 +117,9 @@ def test_unrelated_conditions_are_kept_and_transitions_report_changes() -> None:
     changed = conditions.transitions(first, merged)
     assert {c.type for c in changed} == {"Ready", "Progressing", "Degraded"}
     assert conditions.transitions(merged, merged) == []
+
+
+def test_messages_longer_than_the_limit_are_cut_so_the_status_patch_is_never_refused() -> None:
+    merged = conditions.merge([], [("Ready", "False", "ApplyFailed", "x" * 100_000)], 1, datetime.now(UTC))
+    assert len(merged[0].message) == conditions.MESSAGE_MAX
+    assert merged[0].message.endswith("…")

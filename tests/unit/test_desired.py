@@ -172,3 +172,23 @@ def test_external_autoscaler_renders_no_hpa_and_marks_ours_for_deletion() -> Non
     assert "HorizontalPodAutoscaler" not in {o["kind"] for o in plan.objects}
     assert plan.absent == [("autoscaling/v2", "HorizontalPodAutoscaler", "tasks")]
     assert "replicas" not in next(o for o in plan.objects if o["kind"] == "Deployment")["spec"]
+
+
+def test_every_child_name_is_a_valid_service_name_at_the_longest_admitted_agent_name() -> None:
+    import re
+
+    from voicefleet_operator.models import AGENT_NAME_MAX, DNS_1035_LABEL
+
+    longest = "a" * AGENT_NAME_MAX
+    for kind, child in desired.names(longest).items():
+        assert len(child) <= (63 if kind == "Service" else 253), (kind, child)
+        assert re.match(DNS_1035_LABEL, child), (kind, child)
+
+
+def test_instructions_that_would_overflow_the_config_map_are_invalid_spec_naming_the_field() -> None:
+    near_limit = "x" * (1024 * 1024 - 100)  # a ConfigMap of instructions can hold this; agent.json adds the rest
+    inputs = desired.Inputs(agent=example_agent(), instructions=near_limit, secret_versions=SECRETS)
+    with pytest.raises(
+        desired.InvalidSpec, match=r"spec\.pipeline\.instructionsConfigMapRef: the rendered agent\.json"
+    ):
+        desired.render(inputs)

@@ -93,3 +93,23 @@ def test_conflicts_name_the_claimant() -> None:
     assert phone.conflicts(va, [foreign]) == {"+15550100": "trunk hand-made (ST_X)"}
     mine = observed(phone.desired_trunk(va, None), "ST_1")
     assert phone.conflicts(va, [mine]) == {}
+
+
+def test_the_sweep_takes_only_this_clusters_objects_of_agents_that_are_gone() -> None:
+    gone = observed(phone.desired_trunk(agent("gone"), None, "cluster-a"), "ST_GONE")
+    alive = observed(phone.desired_trunk(agent("alive"), None, "cluster-a"), "ST_ALIVE")
+    other_cluster = observed(phone.desired_trunk(agent("gone"), None, "cluster-b"), "ST_B")
+    legacy = observed(phone.desired_trunk(agent("old"), None), "ST_LEGACY")  # made before the cluster key
+    foreign = phone.Trunk("hand-made", "", ("+15550199",), (), "", False, 30, 3600, id="ST_X")
+    trunks = [gone, alive, other_cluster, legacy, foreign]
+    assert phone.orphans(trunks, "cluster-a", alive={"fleet/alive"}) == ["ST_GONE", "ST_LEGACY"]
+    rule = phone.Rule(**{**phone.desired_rule(agent("gone"), "ST_GONE", "cluster-a").__dict__, "id": "SDR_1"})
+    assert phone.orphans([rule], "cluster-a", alive={"fleet/gone"}) == []
+    assert phone.orphans([rule], "cluster-a", alive=set()) == ["SDR_1"]
+
+
+def test_the_cluster_marker_changes_the_trunk_so_it_is_updated_in_place() -> None:
+    va = agent()
+    before = observed(phone.desired_trunk(va, CREDS), "ST_1")
+    steps, keep = phone.plan_trunk(phone.desired_trunk(va, CREDS, "cluster-a"), [before], "fleet/tasks")
+    assert keep == "ST_1" and [s.action for s in steps] == ["update"]
