@@ -91,6 +91,8 @@ def _constraints(prop: dict[str, Any]) -> list[str]:
         out.append(f"matches `{prop['pattern']}`")
     if "pattern" in items:
         out.append(f"each matches `{items['pattern']}`")
+    for rule in [*prop.get("x-kubernetes-validations", []), *items.get("x-kubernetes-validations", [])]:
+        out.append(f"{'each ' if rule in items.get('x-kubernetes-validations', []) else ''}{rule['message']}")
     if prop.get("x-kubernetes-list-type") == "map":
         out.append("unique by " + ", ".join(f"`{k}`" for k in prop.get("x-kubernetes-list-map-keys", [])))
     elif prop.get("x-kubernetes-list-type") == "set":
@@ -140,6 +142,7 @@ def render() -> str:
         names = ", ".join(f"`{n}`" for n in (kind.plural, *kind.short_names))
         parts.append(f"## {kind.kind}\n\n{kind.description}\n\nNames for kubectl: {names}.\n")
         parts.append("Columns of `kubectl get`: " + ", ".join(c["name"] for c in kind.columns) + ".\n")
+        parts += [f"Validation: {rule['message']} (`{rule['rule']}`).\n" for rule in kind.root_rules]
         parts.append(f"- `spec`: {_link(kind.spec)}\n- `status`: {_link(kind.status)}\n")
     seen: list[type[models.Model]] = []
     for kind in crdgen.KINDS:

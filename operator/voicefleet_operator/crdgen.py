@@ -51,7 +51,7 @@ KINDS = (
         root_rules=(
             models.cel(
                 f"size(self.metadata.name) <= {models.AGENT_NAME_MAX} && "
-                f"self.metadata.name.matches('{models.DNS_1035_LABEL}')",
+                f"self.metadata.name.matches(r'{models.DNS_1035_LABEL}')",
                 f"metadata.name must be a DNS label of at most {models.AGENT_NAME_MAX} characters starting with a "
                 "letter, so that every object made for it has a valid name",
                 ".metadata.name",
@@ -87,9 +87,12 @@ def _key_rule(names: dict[str, Any]) -> dict[str, str]:
     if "minLength" in names:
         checks.append(f"size(k) >= {names['minLength']}")
     if "pattern" in names:
-        checks.append(f"k.matches('{names['pattern']}')")
-    detail = names.get("enum") or names.get("pattern") or f"at most {names.get('maxLength')} characters"
-    return models.cel(f"self.all(k, {' && '.join(checks)})", f"keys must match {detail}")
+        checks.append(f"k.matches(r'{names['pattern']}')")
+    if "enum" in names:
+        detail = "be one of " + ", ".join(names["enum"])
+    else:
+        detail = f"have at most {names.get('maxLength')} characters matching {names.get('pattern', '.*')}"
+    return models.cel(f"self.all(k, {' && '.join(checks)})", f"keys must {detail}")
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -122,6 +125,10 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _inline(value, defs)
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         out.pop("additionalProperties")
+    if "patternProperties" in out:  # pydantic's form of a key pattern; structural schemas have none
+        ((pattern, values),) = out.pop("patternProperties").items()
+        out["additionalProperties"] = values
+        out["propertyNames"] = {**out.get("propertyNames", {}), "pattern": pattern}
     if "propertyNames" in out:
         rules = out.get("x-kubernetes-validations", [])
         out["x-kubernetes-validations"] = [*rules, _key_rule(out.pop("propertyNames"))]

@@ -321,6 +321,22 @@ class PrefixLimits(Model):
     )
 
 
+Address = Annotated[
+    str,
+    Field(
+        pattern=CIDR_OR_IP,
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cast(
+                    Any, cel("isIP(self) || isCIDR(self)", "must be an IP address or a CIDR range such as 192.0.2.0/24")
+                )
+            ]
+        },
+    ),
+]
+
+
 class PhoneChannelSpec(Model):
     """Phone (SIP) channel, reconciled into a LiveKit SIP inbound trunk and dispatch rule."""
 
@@ -330,20 +346,10 @@ class PhoneChannelSpec(Model):
         description="E.164 numbers served.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    allowed_addresses: list[Annotated[str, Field(pattern=CIDR_OR_IP, max_length=64)]] = Field(
+    allowed_addresses: list[Address] = Field(
         default_factory=list,
         max_length=64,
         description="Source IPs or CIDR ranges allowed to send INVITEs; no range wider than minPrefixLength.",
-        json_schema_extra={
-            "items": {
-                "x-kubernetes-validations": [
-                    cast(
-                        Any,
-                        cel("isIP(self) || isCIDR(self)", "must be an IP address or a CIDR range such as 192.0.2.0/24"),
-                    )
-                ]
-            }
-        },
     )
     min_prefix_length: PrefixLimits = Field(
         default_factory=PrefixLimits,
