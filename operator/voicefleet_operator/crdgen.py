@@ -54,7 +54,6 @@ KINDS = (
                 f"self.metadata.name.matches(r'{models.DNS_1035_LABEL}')",
                 f"metadata.name must be a DNS label of at most {models.AGENT_NAME_MAX} characters starting with a "
                 "letter, so that every object made for it has a valid name",
-                ".metadata.name",
             ),
         ),
     ),
