@@ -17,9 +17,9 @@ from voicefleet_operator.fleet import Fleet
 from voicefleet_operator.kube import Kube
 from voicefleet_operator.livekit import LiveKitUnavailable
 from voicefleet_operator.models import GROUP, VERSION
+from voicefleet_operator.phonesync import PeriodicTelephony
 from voicefleet_operator.probes import probe
 from voicefleet_operator.reconcile import Reconciler, utcnow
-from voicefleet_operator.telephony import Telephony
 
 RETRY_SECONDS = 15
 ENV_FLEET_LISTEN = "VOICEFLEET_FLEET_LISTEN"  # host:port of the fleet channel
@@ -66,9 +66,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.reconciler = Reconciler(
         kube,
         emit=_emit,
-        telephony=Telephony(kube),
+        telephony=PeriodicTelephony(kube, period=RESYNC_SECONDS),
         failover=memo.failover,
         fleet_url=os.environ.get(contract.ENV_FLEET_URL) or None,
+        resync_seconds=RESYNC_SECONDS,
     )
 
 
@@ -101,12 +102,12 @@ async def remove_phone(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 @kopf.timer(GROUP, VERSION, "voiceagents", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo.reconciler.agent(_ns(namespace), name)
+    await memo.reconciler.resync(_ns(namespace), name)
 
 
 @kopf.on.event(GROUP, VERSION, "providerpolicies")
-async def provider_policy(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo.reconciler.policy(_ns(namespace), name)
+async def provider_policy(name: str, namespace: str | None, type: str | None, memo: Any, **_: Any) -> None:
+    await memo.reconciler.policy(_ns(namespace), name, listing=type is None)
 
 
 @kopf.daemon(GROUP, VERSION, "providerpolicies", cancellation_timeout=3)
@@ -133,7 +134,12 @@ def _owner(body: kopf.Body) -> str | None:
 
 
 async def child_changed(body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
-    if type in WATCHED_EVENTS and (owner := _owner(body)):
+    # Only what changes something the operator owns (drift, deletion) or reports (a Deployment's rollout) wakes
+    # the owner; status updates of HPAs and PDBs, and the echo of our own writes, do not.
+    if type is not None and type not in WATCHED_EVENTS:
+        return
+    matters = memo.reconciler.applied.observe(dict(body), deleted=type == "DELETED", listing=type is None)
+    if matters and (owner := _owner(body)):
         await memo.reconciler.agent(_ns(namespace), owner)
 
 

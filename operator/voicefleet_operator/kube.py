@@ -67,9 +67,13 @@ class Kube:
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(Deployment, namespace, name)
 
-    async def apply(self, manifest: dict[str, Any]) -> None:
-        """Server-side apply with our field manager; force takes back fields someone else changed (drift)."""
-        await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Server-side apply with our field manager; force takes back fields someone else changed (drift).
+        Returns the object as applied."""
+        obj = await self.client.apply(codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+        if obj is None:
+            return None
+        return obj.to_dict()  # type: ignore[no-untyped-call,no-any-return]
 
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete a child we made (controller reference to `owner_uid`); anything else is left alone."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Histogram
 
 from voicefleet_operator import conditions, desired
+from voicefleet_operator.applied import Applied, key_of, status_unchanged
 from voicefleet_operator.failover import Failover
+from voicefleet_operator.followers import Change, Followers, follows, view
 from voicefleet_operator.kube import VoiceAgentResource
 from voicefleet_operator.models import (
     ActiveProviders,
@@ -27,6 +29,11 @@ from voicefleet_operator.telephony import PhoneResult, Telephony
 
 RECONCILES = Counter("voicefleet_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("voicefleet_operator_reconcile_seconds", "Reconcile duration", ["kind"])
+SKIPPED_WRITES = Counter("voicefleet_operator_skipped_writes_total", "Writes left out: already in place", ["kind"])
+# A periodic resync of an agent with nothing to do costs no API call; every this many resync periods it is a full
+# reconcile anyway (a safety net for watch events lost in a gap).
+FULL_RESYNC_PERIODS = 10
+FANOUT_CONCURRENCY = 32  # agents of one policy reconciled at once after the policy changed
 
 Emit = Callable[[dict[str, Any], str, str, str], None]  # body, type, reason, message
 Clock = Callable[[], datetime]
@@ -40,7 +47,7 @@ class Store(Protocol):
     async def config_map_key(self, namespace: str, name: str, key: str) -> str | None: ...
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
-    async def apply(self, manifest: dict[str, Any]) -> None: ...
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any] | None: ...
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -70,8 +77,14 @@ class Reconciler:
         failover: Failover,
         clock: Clock = utcnow,
         fleet_url: str | None = None,
+        applied: Applied | None = None,
+        resync_seconds: float = 60.0,
     ) -> None:
         self.store = store
+        self.applied = applied or Applied()
+        self.followers = Followers()
+        self.resync_seconds = resync_seconds
+        self._waiting: set[tuple[str, str]] = set()
         self.telephony = telephony
         self.failover = failover
         self.fleet_url = fleet_url
@@ -80,7 +93,16 @@ class Reconciler:
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def agent(self, namespace: str, name: str) -> Outcome | None:
-        async with self._locks[("VoiceAgent", f"{namespace}/{name}")]:
+        key = (namespace, name)
+        if key in self._waiting:  # joins the reconcile already waiting for the lock: it reads everything afresh
+            return None
+        lock = self._locks[("VoiceAgent", f"{namespace}/{name}")]
+        self._waiting.add(key)
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting.discard(key)
+        try:
             started = time.perf_counter()
             try:
                 outcome = await self._agent(namespace, name)
@@ -91,6 +113,16 @@ class Reconciler:
                 RECONCILE_SECONDS.labels("VoiceAgent").observe(time.perf_counter() - started)
             RECONCILES.labels("VoiceAgent", "ok" if outcome is None or outcome.problem is None else "problem").inc()
             return outcome
+        finally:
+            lock.release()
+
+    async def resync(self, namespace: str, name: str) -> Outcome | None:
+        """The periodic resync: a full reconcile only when something may be off, LiveKit is due a comparison, or
+        the safety-net period passed; else no API call at all (drift of a child shows in its watch events)."""
+        full_every = self.resync_seconds * FULL_RESYNC_PERIODS
+        if self.applied.quiet(namespace, name, time.monotonic(), self.resync_seconds, full_every):
+            return None
+        return await self.agent(namespace, name)
 
     async def _gather(self, agent: VoiceAgent) -> desired.Inputs:
         """Read what the spec references. Raises _Missing for a reference that does not exist."""
@@ -127,6 +159,7 @@ class Reconciler:
     async def _agent(self, namespace: str, name: str) -> Outcome | None:
         body = await self.store.voice_agent(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.applied.forget_agent(namespace, name)
             return None
         agent: VoiceAgent = VoiceAgent.from_body(body)
         previous = conditions_of(body)
@@ -142,7 +175,10 @@ class Reconciler:
         phone_result: PhoneResult | None = None
         if plan is not None:
             for manifest in plan.objects:
-                await self.store.apply(manifest)
+                if self.applied.fresh(manifest):
+                    SKIPPED_WRITES.labels(manifest["kind"]).inc()
+                    continue
+                self.applied.record(manifest, await self.store.apply(manifest))
             for api_version, kind, child in plan.absent:
                 await self.store.delete_owned(api_version, kind, namespace, child, agent.metadata["uid"])
             phone_result = await self.telephony.reconcile(agent, had_phone=bool(old_status.get("phone")))
@@ -168,7 +204,10 @@ class Reconciler:
             status["phone"] = None  # merge patch: remove
         elif phone_result is not None and phone_result.phone is not None:
             status["phone"] = phone_result.phone.model_dump(mode="json", by_alias=True)
-        await self.store.patch_status(VoiceAgentResource, namespace, name, status)
+        if status_unchanged(old_status, status):
+            SKIPPED_WRITES.labels("VoiceAgentStatus").inc()
+        else:
+            await self.store.patch_status(VoiceAgentResource, namespace, name, status)
         self._announce(body, previous, current)
         ready = any(c.type == "Ready" and c.status == "True" for c in current)
         if problem is not None and problem.reason != "InvalidSpec":
@@ -177,27 +216,49 @@ class Reconciler:
             retry = phone_result.message
         else:
             retry = None
+        settled = plan is not None and problem is None and retry is None
+        children = [key_of(m) for m in plan.objects] if plan is not None and settled else None
+        self.applied.reconciled(namespace, name, children, time.monotonic(), phone=phone_result is not None)
         return Outcome(problem=problem, ready=ready, retry=retry)
 
     async def remove_phone(self, body: dict[str, Any]) -> None:
         """Finalizer: delete the agent's LiveKit SIP objects. Raises to be retried."""
         await self.telephony.remove(VoiceAgent.from_body(body))
 
-    async def policy(self, namespace: str, name: str) -> Outcome | None:
-        """Validate a ProviderPolicy, report the providers in use, and re-render the agents that follow it."""
+    async def policy(self, namespace: str, name: str, listing: bool = False) -> Outcome | None:
+        """Validate a ProviderPolicy, report the providers in use, and bring its agents in line with what changed
+        for them: nothing (probe bookkeeping, our own status writes), their status.providers, or a re-render."""
+        active: dict[str, str] = {}
         async with self._locks[("ProviderPolicy", f"{namespace}/{name}")]:
             body = await self.store.provider_policy(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self.failover.forget(namespace, name)
-                outcome = None
+                outcome, seen = None, None
             else:
-                await self.failover.decide(body)
-                outcome = Outcome(problem=None, ready=True)
-        for agent in await self.store.voice_agents(namespace):
-            ref = (agent.get("spec") or {}).get("providerPolicyRef") or {}
-            if ref.get("name") == name:
-                await self.agent(namespace, agent["metadata"]["name"])
+                active = await self.failover.decide(body)
+                outcome, seen = Outcome(problem=None, ready=True), view(body, active)
+            change = self.followers.change(namespace, name, seen, listing)
+        if change is Change.NONE:
+            return outcome
+        agents = [a for a in await self.store.voice_agents(namespace) if follows(a, name)]
+        if change is Change.PROVIDERS and body is not None:
+            await _bounded([self._providers(a, body, active) for a in agents])
+        else:
+            await _bounded([self.agent(namespace, a["metadata"]["name"]) for a in agents])
         return outcome
+
+    async def _providers(self, agent_body: dict[str, Any], policy: dict[str, Any], active: dict[str, str]) -> None:
+        """Only the providers in use moved: show them in the agent's status, nothing else to render."""
+        namespace, name = agent_body["metadata"]["namespace"], agent_body["metadata"]["name"]
+        async with self._locks[("VoiceAgent", f"{namespace}/{name}")]:
+            inputs = desired.Inputs(
+                agent=VoiceAgent.from_body(agent_body),
+                policy=ProviderPolicy.from_body(policy),
+                policy_active=ActiveProviders.model_validate(active),
+            )
+            providers = desired.active_providers(inputs).model_dump(mode="json", by_alias=True, exclude_none=True)
+            if (agent_body.get("status") or {}).get("providers") != providers:
+                await self.store.patch_status(VoiceAgentResource, namespace, name, {"providers": providers})
 
     async def reference_changed(self, namespace: str, kind: str, name: str) -> None:
         """A Secret or ConfigMap changed: re-render the agents that read it."""
@@ -221,6 +282,19 @@ class Reconciler:
                 continue  # Ready flips, and Degraded/Progressing turning on, are worth an Event
             warning = (cond.type == "Ready" and cond.status == "False") or cond.type == "Degraded"
             self.emit(body, "Warning" if warning else "Normal", cond.reason, f"{cond.type}: {cond.message}")
+
+
+async def _bounded(work: list[Coroutine[Any, Any, Any]], limit: int = FANOUT_CONCURRENCY) -> None:
+    """Run `work` at most `limit` at a time; every one runs, then the first error is raised."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Coroutine[Any, Any, Any]) -> None:
+        async with gate:
+            await job
+
+    for result in await asyncio.gather(*(one(job) for job in work), return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
 
 
 class _Missing(Exception):
