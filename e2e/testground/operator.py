@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,7 +39,8 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
-        self.env = env or {}
+        # one per-install key for every start of this operator, as the chart's Secret gives one
+        self.env = {"VOICEFLEET_INSTALL_KEY": secrets.token_urlsafe(32), **(env or {})}
         self.log_path = log_dir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = self.metrics_port = self.fleet_port = 0

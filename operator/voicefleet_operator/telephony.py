@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from voicefleet_operator import phone
+from voicefleet_operator import installkey, phone
 from voicefleet_operator.livekit import LiveKitUnavailable, Sip, connect
 from voicefleet_operator.models import PhoneStatus, VoiceAgent
 
@@ -45,6 +45,7 @@ class Telephony:
     def __init__(self, secrets: SecretReader, connector: Connect = connect) -> None:
         self.secrets = secrets
         self.connect = connector
+        self.install_key = installkey.load()
         # Credentials last seen per LiveKit URL: deleting a namespace deletes the Secret before our finalizer runs.
         self._seen: dict[str, tuple[str, str]] = {}
 
@@ -77,7 +78,7 @@ class Telephony:
         data = await self.secrets.secret_data(agent.metadata["namespace"], ref.name)
         if data is None or ref.username_key not in data or ref.password_key not in data:
             return f"Secret {ref.name} with keys {ref.username_key}/{ref.password_key} not found"
-        return phone.Credentials(data[ref.username_key], data[ref.password_key])
+        return phone.Credentials(data[ref.username_key], data[ref.password_key], self.install_key)
 
     async def reconcile(self, agent: VoiceAgent, had_phone: bool) -> PhoneResult | None:
         """Make LiveKit match spec.channels.phone. None when the agent has no phone channel and nothing to clean."""
