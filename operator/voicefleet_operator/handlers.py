@@ -32,6 +32,7 @@ CHILDREN = (
     ("apps", "v1", "deployments"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("", "v1", "secrets"),  # the fleet token
 )
 WATCHED_EVENTS = ("ADDED", "MODIFIED", "DELETED")
 
@@ -149,7 +150,7 @@ for _group, _version, _plural in CHILDREN:
     )(child_changed)
 
 
-@kopf.on.event("", "v1", "secrets")
+@kopf.on.event("", "v1", "secrets", labels={"app.kubernetes.io/managed-by": kopf.ABSENT})
 async def secret_changed(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
     if type in WATCHED_EVENTS:
         await memo.reconciler.reference_changed(_ns(namespace), "Secret", name)

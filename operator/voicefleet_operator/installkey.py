@@ -34,3 +34,8 @@ def load(environ: Mapping[str, str] = os.environ) -> bytes:
 def mac(key: bytes, *parts: str) -> str:
     """A keyed digest of `parts` (NUL-separated), hex."""
     return hmac.new(key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+def fleet_token(key: bytes, namespace: str, voiceagent: str, uid: str) -> str:
+    """A VoiceAgent's token on the fleet channel: bound to its uid, so a re-created namesake gets a new one."""
+    return mac(key, "fleet", namespace, voiceagent, uid)[:48]

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
 
-from voicefleet_operator import conditions, desired
+from voicefleet_operator import conditions, desired, installkey
 from voicefleet_operator.applied import Applied, key_of, status_unchanged
 from voicefleet_operator.failover import Failover
 from voicefleet_operator.followers import Change, Followers, follows, view
@@ -81,6 +81,7 @@ class Reconciler:
         resync_seconds: float = 60.0,
     ) -> None:
         self.store = store
+        self.install_key = installkey.load()
         self.applied = applied or Applied()
         self.followers = Followers()
         self.resync_seconds = resync_seconds
@@ -147,6 +148,11 @@ class Reconciler:
             if version is None:
                 raise _Missing("SecretNotFound", f"Secret {secret} not found in {namespace}")
             versions[secret] = version
+        fleet_token = None
+        if (ref := agent.spec.provider_policy_ref) is not None and self.fleet_url:
+            fleet_token = installkey.fleet_token(self.install_key, namespace, agent.metadata["name"],
+                                                 agent.metadata.get("uid", ""))  # fmt: skip
+            self.failover.fleet.admit(namespace, agent.metadata["name"], ref.name, fleet_token)
         return desired.Inputs(
             agent=agent,
             policy=policy,
@@ -154,12 +160,14 @@ class Reconciler:
             secret_versions=versions,
             policy_active=policy_active,
             fleet_url=self.fleet_url,
+            fleet_token=fleet_token,
         )
 
     async def _agent(self, namespace: str, name: str) -> Outcome | None:
         body = await self.store.voice_agent(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.applied.forget_agent(namespace, name)
+            self.failover.fleet.expel(namespace, name)
             return None
         agent: VoiceAgent = VoiceAgent.from_body(body)
         previous = conditions_of(body)
@@ -262,6 +270,7 @@ class Reconciler:
 
     async def reference_changed(self, namespace: str, kind: str, name: str) -> None:
         """A Secret or ConfigMap changed: re-render the agents that read it."""
+        policies: dict[str, dict[str, Any] | None] = {}
         for body in await self.store.voice_agents(namespace):
             agent: VoiceAgent = VoiceAgent.from_body(body)
             if kind == "ConfigMap":
@@ -269,8 +278,10 @@ class Reconciler:
                 uses = ref is not None and ref.name == name
             else:
                 policy = None
-                if agent.spec.provider_policy_ref:
-                    found = await self.store.provider_policy(namespace, agent.spec.provider_policy_ref.name)
+                if follows := agent.spec.provider_policy_ref:
+                    if follows.name not in policies:  # one read per policy, not per agent
+                        policies[follows.name] = await self.store.provider_policy(namespace, follows.name)
+                    found = policies[follows.name]
                     policy = ProviderPolicy.from_body(found) if found else None
                 uses = name in desired.referenced_secrets(agent, policy)
             if uses:

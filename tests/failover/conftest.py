@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from failover.harness import POLICY, FollowerFleet, OfflineProcess
+from failover.harness import POLICY, FollowerFleet, OfflineProcess, join_fleet
 from testground.operator import Namespace, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,9 @@ def followers(
     started: list[FollowerFleet] = []
 
     def start(size: int) -> FollowerFleet:
-        fleet = FollowerFleet(failover_operator.fleet_url, fns.name, POLICY, size, tmp_path / f"switches-{size}.log")
+        fleet_pass = join_fleet(fns, tmp_path / "fleet-token")
+        log = tmp_path / f"switches-{size}.log"
+        fleet = FollowerFleet(failover_operator.fleet_url, fns.name, POLICY, size, log, fleet_pass)
         fleet.start()
         started.append(fleet)
         return fleet
