@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testground import secret_scan
+
 POLICY = "stt-failover"
 KEYS_SECRET = "provider-keys"
 OFFLINE_KEY = "offline-key"  # the offline servers want a key present, and do not check its value
@@ -188,6 +190,7 @@ def join_fleet(ns: Any, token_file: Path, policy: str = POLICY, name: str = MEMB
         return base64.b64decode(found.stdout).decode() if found.returncode == 0 and found.stdout else None
 
     value: str = wait_until(f"the fleet token Secret of VoiceAgent {name}", token, timeout=60, every=0.2)
+    secret_scan.remember(value)
     token_file.write_text(value)
     token_file.chmod(0o600)
     return FleetPass(name, token_file)

@@ -34,7 +34,9 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineProcess
 def fns(cluster: Any, failover_operator: OperatorProcess, offline: OfflineProcess) -> Iterator[Namespace]:
     name = f"f-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    yield Namespace(cluster, name)
+    namespace = Namespace(cluster, name)
+    yield namespace
+    namespace.dump_status_and_events()
     offline.fault("deepgram", "ok")
     # stop this test's probes before the next test starts: they share the offline Whisper with it
     cluster.kubectl("-n", name, "delete", "providerpolicy", "--all", "--wait=true", "--timeout=60s", check=False)
