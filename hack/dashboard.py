@@ -317,7 +317,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             ),
             Panel(
                 "Fleet polls refused",
-                "Fleet channel polls from an unknown VoiceAgent, with a wrong token, or for a policy it doesn't follow.",
+                "Fleet channel polls from an unknown VoiceAgent, with a wrong token, or for a policy not its own.",
                 (
                     Target(
                         f"sum by (reason) (increase(voicefleet_operator_fleet_refused_total[{WINDOW}]))",
