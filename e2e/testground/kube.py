@@ -47,7 +47,6 @@ AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived", "ResponseStarted"],
-    "rules": [{"level": "Metadata", "users": ["voicefleet-admin"]}, {"level": "None"}],
 }
 AUDIT_LOG = "audit.log"
 
@@ -204,6 +203,7 @@ class KubeStack(Stack[Cluster]):
     # Write an audit log (logs/audit.log, one JSON line per request of the admin user, stage ResponseComplete):
     # benchmarks count a client's requests by verb from it.
     audit: bool = False
+    audit_users: tuple[str, ...] = ("voicefleet-admin",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -245,7 +245,8 @@ class KubeStack(Stack[Cluster]):
         audit_flags: list[str | Path] = []
         if self.audit:
             policy = kube / "audit-policy.yaml"
-            policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+            rules = [{"level": "Metadata", "users": list(self.audit_users)}, {"level": "None"}]
+            policy.write_text(yaml.safe_dump({**AUDIT_POLICY, "rules": rules}))
             audit_flags = ["--audit-policy-file", policy, "--audit-log-path", self.logs_dir / AUDIT_LOG,
                            "--audit-log-maxsize", "0", "--audit-log-format", "json"]  # fmt: skip
         apiserver = self.supervisor.spawn("kube-apiserver", [
