@@ -15,12 +15,17 @@ first reconcile of each agent applies once more.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+# Applies in flight at once, across all agents. A fleet created at once would otherwise send hundreds of writes
+# together; the API server then answers each so late that clients time out and retry, and the retries (each a
+# new ClusterIP allocation for a Service) keep it saturated. A bounded queue finishes sooner.
+WRITE_CONCURRENCY = 16
 Marker = tuple[str, str, str]  # uid, generation or resourceVersion, digest of the metadata we set
 
 
@@ -81,6 +86,7 @@ class Applied:
     rollouts: dict[Key, str] = field(default_factory=dict)
     agents: dict[tuple[str, str], _Settled] = field(default_factory=dict)
     skipped: int = 0  # applies saved, for tests and the benchmark
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(WRITE_CONCURRENCY))
 
     def reconciled(self, namespace: str, name: str, children: list[Key] | None, at: float, phone: bool = False) -> None:
         """A reconcile of the agent ended; `children` None when it left a problem to retry."""

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any, cast
 
+import httpx2 as httpx
 import kopf
 from lightkube import AsyncClient
 
@@ -59,7 +60,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.posting.default_backoffs = (1, 3)
     settings.watching.server_timeout = 300
-    kube = Kube(AsyncClient(field_manager="voicefleet-operator"))
+    # A slow answer is better than a retry: an abandoned write (a Service's ClusterIP allocation) is work the API
+    # server does again.
+    kube = Kube(AsyncClient(field_manager="voicefleet-operator", timeout=httpx.Timeout(10.0, read=60.0)))
     fleet = Fleet()
     host, _colon, port = os.environ.get(ENV_FLEET_LISTEN, "0.0.0.0:8090").rpartition(":")
     memo.fleet_runner = await fleet.serve(host, int(port))

@@ -186,7 +186,9 @@ class Reconciler:
                 if self.applied.fresh(manifest):
                     SKIPPED_WRITES.labels(manifest["kind"]).inc()
                     continue
-                self.applied.record(manifest, await self.store.apply(manifest))
+                async with self.applied.gate:
+                    result = await self.store.apply(manifest)
+                self.applied.record(manifest, result)
             for api_version, kind, child in plan.absent:
                 await self.store.delete_owned(api_version, kind, namespace, child, agent.metadata["uid"])
             phone_result = await self.telephony.reconcile(agent, had_phone=bool(old_status.get("phone")))
