@@ -15,11 +15,11 @@ from voicefleet_agent import contract
 from voicefleet_operator.desired import MANAGED_BY
 from voicefleet_operator.failover import Failover
 from voicefleet_operator.fleet import Fleet
-from voicefleet_operator.kube import Kube
 from voicefleet_operator.livekit import LiveKitUnavailable
 from voicefleet_operator.models import GROUP, VERSION
 from voicefleet_operator.phonesync import PeriodicTelephony
 from voicefleet_operator.probes import probe
+from voicefleet_operator.readcache import Watched
 from voicefleet_operator.reconcile import Reconciler, utcnow
 
 RETRY_SECONDS = 15
@@ -62,7 +62,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     # A slow answer is better than a retry: an abandoned write (a Service's ClusterIP allocation) is work the API
     # server does again.
-    kube = Kube(AsyncClient(field_manager="voicefleet-operator", timeout=httpx.Timeout(10.0, read=60.0)))
+    memo.kube = kube = Watched(AsyncClient(field_manager="voicefleet-operator", timeout=httpx.Timeout(10.0, read=60.0)))
     fleet = Fleet()
     host, _colon, port = os.environ.get(ENV_FLEET_LISTEN, "0.0.0.0:8090").rpartition(":")
     memo.fleet_runner = await fleet.serve(host, int(port))
@@ -110,7 +110,10 @@ async def resync(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "providerpolicies")
-async def provider_policy(name: str, namespace: str | None, type: str | None, memo: Any, **_: Any) -> None:
+async def provider_policy(
+    name: str, namespace: str | None, type: str | None, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
     await memo.reconciler.policy(_ns(namespace), name, listing=type is None)
 
 
@@ -142,6 +145,7 @@ async def child_changed(body: kopf.Body, namespace: str | None, type: str, memo:
     # the owner; status updates of HPAs and PDBs, and the echo of our own writes, do not.
     if type is not None and type not in WATCHED_EVENTS:
         return
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
     matters = memo.reconciler.applied.observe(dict(body), deleted=type == "DELETED", listing=type is None)
     if matters and (owner := _owner(body)):
         await memo.reconciler.agent(_ns(namespace), owner)
@@ -154,7 +158,8 @@ for _group, _version, _plural in CHILDREN:
 
 
 @kopf.on.event("", "v1", "secrets", labels={"app.kubernetes.io/managed-by": kopf.ABSENT})
-async def secret_changed(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+async def secret_changed(name: str, namespace: str | None, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
     if type in WATCHED_EVENTS:
         await memo.reconciler.reference_changed(_ns(namespace), "Secret", name)
 
