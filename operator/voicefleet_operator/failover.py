@@ -246,5 +246,13 @@ class Failover:
 
 
 def _without_bookkeeping(status: dict[str, Any]) -> dict[str, Any]:
-    providers = [{k: v for k, v in p.items() if k not in _BOOKKEEPING} for p in status.get("providers") or []]
+    """What readers act on: whether a provider fails, not for how many rounds it has (the count of a provider
+    that stays down grows every probe)."""
+    providers = [
+        {
+            **{k: v for k, v in p.items() if k not in _BOOKKEEPING},
+            "consecutiveFailures": min(1, p.get("consecutiveFailures", 0)),
+        }
+        for p in status.get("providers") or []
+    ]
     return {**status, "providers": providers}
