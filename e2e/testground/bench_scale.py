@@ -36,6 +36,7 @@ from testground.operator import OperatorProcess, load_examples, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 FLEET, RAW = "fleet", "raw"
 PODS_PER_NODE = 250
+AGENTS_PER_NODE = 64
 # User agents of the operator's two clients: kopf (aiohttp) and the storage layer (lightkube on httpx).
 OPERATOR_AGENTS = ("kopf/", "python-httpx/", "lightkube")
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
@@ -128,7 +129,8 @@ def _ready(agent: dict[str, Any]) -> bool:
 
 def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path | None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="voicefleet-bench-scale-"))
-    nodes = max(3, -(-2 * n * 6 // 5 // PODS_PER_NODE))  # both fleets' pods, with a fifth to spare
+    # room for both fleets' pods, and for the agents' CPU requests (500m each: 64 per kwok node), with a fifth to spare
+    nodes = max(3, -(-2 * n * 6 // 5 // PODS_PER_NODE), -(-n * 5 // 4 // AGENTS_PER_NODE))
     stack = KubeStack(root, node_count=nodes, audit=True, timeout=180)
     result: dict[str, Any] = {"n": n, "nodes": nodes, "resync_s": resync_s, "rest_window_s": rest_s}
     operator: OperatorProcess | None = None
