@@ -7,7 +7,7 @@ ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all venv system-deps bins crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
-	bench-reconcile bench-voice bench-failover clean
+	bench-reconcile bench-scale bench-voice bench-failover clean
 
 all: test
 
@@ -72,6 +72,9 @@ testground-down: venv
 # Benchmarks print a table and write bench-results/*.json; they are not tests.
 bench-reconcile: venv system-deps bins
 	$(PY) -m testground.bench_reconcile $(ARGS)
+
+bench-scale: venv system-deps bins
+	$(PY) -m testground.bench_scale $(ARGS)
 
 bench-voice: venv system-deps bins
 	$(PY) -m voiceroom.bench_voice $(ARGS)

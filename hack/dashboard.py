@@ -303,6 +303,29 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 unit="s",
                 width=8,
             ),
+            Panel(
+                "Writes skipped",
+                "Applies and status patches left out because what they would write is already in place: at rest, every"
+                " trigger should land here.",
+                (
+                    Target(
+                        f"sum by (kind) (rate(voicefleet_operator_skipped_writes_total[{WINDOW}]))",
+                        "{{kind}}",
+                    ),
+                ),
+                width=12,
+            ),
+            Panel(
+                "Fleet polls refused",
+                "Fleet channel polls from an unknown VoiceAgent, with a wrong token, or for a policy not its own.",
+                (
+                    Target(
+                        f"sum by (reason) (increase(voicefleet_operator_fleet_refused_total[{WINDOW}]))",
+                        "{{reason}}",
+                    ),
+                ),
+                width=12,
+            ),
         ),
     ),
 )

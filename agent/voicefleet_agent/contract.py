@@ -27,6 +27,13 @@ ENV_POD_NAMESPACE = "VOICEFLEET_POD_NAMESPACE"
 # Where the agent long-polls the operator for the providers in use (set when the agent follows a ProviderPolicy).
 ENV_FLEET_URL = "VOICEFLEET_FLEET_URL"
 FLEET_PATH = "/v1/fleet"
+# Who is polling: the VoiceAgent the pod belongs to, and the file holding that VoiceAgent's fleet token (from a
+# Secret the operator makes, mounted read-only; read at every poll, so a new token is picked up without a restart).
+ENV_VOICEAGENT = "VOICEFLEET_VOICEAGENT"
+ENV_FLEET_TOKEN_FILE = "VOICEFLEET_FLEET_TOKEN_FILE"
+FLEET_TOKEN_DIR = "/etc/voicefleet-fleet"
+FLEET_TOKEN_KEY = "token"
+FLEET_VOICEAGENT_PARAM = "voiceagent"  # query parameter naming the VoiceAgent; the token goes in Authorization
 
 # Dev/test overrides of the ports below (a pod never sets them).
 ENV_WORKER_PORT = "VOICEFLEET_WORKER_PORT"

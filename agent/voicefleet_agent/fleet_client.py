@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # Mirrors voicefleet_agent.contract (imported lazily in from_env so the follower never pulls in pydantic).
 DEFAULT_FLEET_PATH = "/v1/fleet"
+VOICEAGENT_PARAM = "voiceagent"
 POLL_WAIT_S = 25.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 15.0
@@ -35,13 +36,26 @@ OnChange = Callable[[int, dict[str, str]], Awaitable[None] | None]
 
 @dataclass(frozen=True)
 class FleetTarget:
-    """Where to poll and who we are."""
+    """Where to poll and who we are: `agent` this process, `voiceagent` the VoiceAgent it belongs to, proven by
+    its fleet token (`token`, or read from `token_file` at every poll)."""
 
     url: str
     namespace: str
     policy: str
     agent: str
     path: str = DEFAULT_FLEET_PATH
+    voiceagent: str = ""
+    token: str = field(default="", repr=False)
+    token_file: str = ""
+
+    def bearer(self) -> str:
+        if self.token_file:
+            try:
+                with open(self.token_file) as f:
+                    return f.read().strip()
+            except OSError:
+                return ""
+        return self.token
 
     def endpoint(self) -> str:
         return f"{self.url.rstrip('/')}{self.path}/{quote(self.namespace, safe='')}/{quote(self.policy, safe='')}"
@@ -100,6 +114,8 @@ class FleetFollower:
 
     def _params(self, errors: Mapping[str, int]) -> dict[str, str]:
         params = {"agent": self.target.agent, "generation": str(self.generation), "wait": f"{self.wait_s:g}"}
+        if self.target.voiceagent:
+            params[VOICEAGENT_PARAM] = self.target.voiceagent
         if errors:
             params["errors"] = ",".join(f"{p}:{n}" for p, n in errors.items() if n > 0)
         return params
@@ -112,6 +128,7 @@ class FleetFollower:
             async with session.get(
                 self.target.endpoint(),
                 params=self._params(errors),
+                headers={"Authorization": f"Bearer {self.target.bearer()}"},
                 timeout=aiohttp.ClientTimeout(total=self.wait_s + 10, sock_connect=5),
             ) as response:
                 response.raise_for_status()
@@ -171,6 +188,8 @@ def target_from_env(policy: str | None, environ: Mapping[str, str] = os.environ)
         policy=policy,
         agent=agent_id(environ.get(contract.ENV_POD_NAME)),
         path=contract.FLEET_PATH,
+        voiceagent=environ.get(contract.ENV_VOICEAGENT, ""),
+        token_file=environ.get(contract.ENV_FLEET_TOKEN_FILE, ""),
     )
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from failover.harness import POLICY, FollowerFleet, OfflineProcess, keys_doc, policy_doc, wait_until
+from failover.harness import POLICY, FollowerFleet, OfflineProcess, join_fleet, keys_doc, policy_doc, wait_until
 from testground.ground import down, up
 from testground.operator import Namespace, OperatorProcess
 
@@ -104,8 +104,10 @@ def run(sizes: list[int], inline: bool, live_calls: int) -> dict[str, Any]:
         cluster.kubectl("create", "namespace", ns.name)
         assert ns.apply(keys_doc(), policy_doc(offline.deepgram_url, offline.openai_url)).returncode == 0
         wait_until("the policy on deepgram", lambda: (_status(ns).get("active") or {}).get("stt") == "deepgram", 60)
+        fleet_pass = join_fleet(ns, work / "fleet-token")
         for i, size in enumerate(sizes):
-            fleet = FollowerFleet(operator.fleet_url, ns.name, POLICY, size, work / f"switches-{size}.log")
+            log = work / f"switches-{size}.log"
+            fleet = FollowerFleet(operator.fleet_url, ns.name, POLICY, size, log, fleet_pass)
             try:
                 rows.append(flip(ns, offline, fleet, MODES[i % len(MODES)]))
             finally:
@@ -123,7 +125,7 @@ def run(sizes: list[int], inline: bool, live_calls: int) -> dict[str, Any]:
 
             try:
                 extra["live"] = asyncio.run(
-                    through_flip(operator.fleet_url, ns.name, POLICY, offline.env, fault, live_calls)
+                    through_flip(operator.fleet_url, ns.name, POLICY, offline.env, fault, live_calls, fleet_pass)
                 )
             except Exception as error:  # reported, not hidden: the JSON then says the calls were not measured
                 extra["live"] = {"calls": live_calls, "error": repr(error)}

@@ -3,6 +3,7 @@ document, and a fleet of follower processes whose switch times are collected fro
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from testground import secret_scan
 
 POLICY = "stt-failover"
 KEYS_SECRET = "provider-keys"
@@ -149,6 +152,50 @@ def keys_doc() -> dict[str, Any]:
     }
 
 
+MEMBER = "followers"
+
+
+def member_docs(policy: str = POLICY, name: str = MEMBER) -> list[dict[str, Any]]:
+    """A VoiceAgent that follows `policy`: the fleet channel answers only pods of a VoiceAgent, with its token."""
+    secret = f"{name}-livekit"
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret},
+         "stringData": {"apiKey": "devkey", "apiSecret": "secret"}},
+        {"apiVersion": "voicefleet.io/v1alpha1", "kind": "VoiceAgent", "metadata": {"name": name},
+         "spec": {"image": "ghcr.io/voicefleet/agent:0.1.0", "agentName": name, "providerPolicyRef": {"name": policy},
+                  "livekit": {"url": "ws://127.0.0.1:7880", "secretRef": {"name": secret}},
+                  "pipeline": {"stt": {"provider": "deepgram", "model": "nova-3"},
+                               "llm": {"provider": "openai", "model": "gpt-4o-mini"},
+                               "tts": {"provider": "cartesia", "model": "sonic-3"}},
+                  "scaling": {"minReplicas": 1, "maxReplicas": 1}}},
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FleetPass:
+    """Who followers say they are on the fleet channel: a VoiceAgent, and a file with its token."""
+
+    voiceagent: str
+    token_file: Path
+
+
+def join_fleet(ns: Any, token_file: Path, policy: str = POLICY, name: str = MEMBER) -> FleetPass:
+    """Create the member VoiceAgent (the policy must exist) and copy its fleet token from the operator's Secret, as
+    the kubelet mounts it into agent pods."""
+    applied = ns.apply(*member_docs(policy, name))
+    assert applied.returncode == 0, applied.stderr
+
+    def token() -> str | None:
+        found = ns.kubectl("get", "secret", f"{name}-fleet", "-o", "jsonpath={.data.token}", check=False)
+        return base64.b64decode(found.stdout).decode() if found.returncode == 0 and found.stdout else None
+
+    value: str = wait_until(f"the fleet token Secret of VoiceAgent {name}", token, timeout=60, every=0.2)
+    secret_scan.remember(value)
+    token_file.write_text(value)
+    token_file.chmod(0o600)
+    return FleetPass(name, token_file)
+
+
 @dataclass(frozen=True)
 class Switch:
     agent: str
@@ -166,6 +213,7 @@ class FollowerFleet:
     policy: str
     size: int
     log: Path
+    fleet_pass: FleetPass | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -174,6 +222,8 @@ class FollowerFleet:
         for i in range(self.size):
             argv = [sys.executable, "-m", "failover.follower", self.url, self.namespace, self.policy]
             argv += [f"follower-{i}", str(self.log)]
+            if self.fleet_pass is not None:
+                argv += [self.fleet_pass.voiceagent, str(self.fleet_pass.token_file)]
             quiet = subprocess.DEVNULL
             self.procs.append(subprocess.Popen(argv, stdin=quiet, stdout=quiet, stderr=quiet))
 

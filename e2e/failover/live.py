@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from livekit import rtc
 from livekit.agents import stt, utils
 from livekit.plugins import deepgram, openai, silero
 
-from failover.harness import OFFLINE_KEY
+from failover.harness import OFFLINE_KEY, FleetPass
 from voicefleet_agent.fleet_client import FleetFollower, FleetTarget
 from voicefleet_agent.switching import SwitchingRecognizeStream, SwitchingSTT
 from voicefleet_offline.espeak import synthesize
@@ -96,12 +96,21 @@ def _call(offline_env: dict[str, str], speech: bytes, vad: Any, follower: FleetF
 
 
 async def through_flip(
-    fleet_url: str, namespace: str, policy: str, offline_env: dict[str, str], fault: Callable[[str], Any], calls: int
+    fleet_url: str,
+    namespace: str,
+    policy: str,
+    offline_env: dict[str, str],
+    fault: Callable[[str], Any],
+    calls: int,
+    fleet_pass: FleetPass | None = None,
 ) -> dict[str, Any]:
     """Run ``calls`` live streams through fault → flip → recovery → failback; returns what happened."""
     speech = await synthesize(PHRASE, sample_rate=RATE)
     vad = silero.VAD.load()
-    follower = FleetFollower(FleetTarget(fleet_url, namespace, policy, f"live-{time.time_ns()}"), wait_s=5)
+    target = FleetTarget(fleet_url, namespace, policy, f"live-{time.time_ns()}")
+    if fleet_pass is not None:
+        target = replace(target, voiceagent=fleet_pass.voiceagent, token_file=str(fleet_pass.token_file))
+    follower = FleetFollower(target, wait_s=5)
     follower.start()
     live: list[Call] = []
     result: dict[str, Any] = {"calls": calls}

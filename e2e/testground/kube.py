@@ -43,6 +43,12 @@ APISERVER_NO_WATCH_LIST = "--feature-gates=WatchList=false"
 # Clients would still try watch-list first and log an error per informer; kwok reads the env, kcm the flag.
 CLIENT_ENV = {"KUBE_FEATURE_WatchListClient": "false"}
 NO_WATCH_LIST = "--feature-gates=WatchListClient=false"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+}
+AUDIT_LOG = "audit.log"
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -194,6 +200,10 @@ class KubeStack(Stack[Cluster]):
 
     timeout: float = 90.0
     node_count: int = 3
+    # Write an audit log (logs/audit.log, one JSON line per request of the admin user, stage ResponseComplete):
+    # benchmarks count a client's requests by verb from it.
+    audit: bool = False
+    audit_users: tuple[str, ...] = ("voicefleet-admin",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -232,6 +242,13 @@ class KubeStack(Stack[Cluster]):
         tokens.chmod(0o600)
         port = free_port()
         server = f"https://127.0.0.1:{port}"
+        audit_flags: list[str | Path] = []
+        if self.audit:
+            policy = kube / "audit-policy.yaml"
+            rules = [{"level": "Metadata", "users": list(self.audit_users)}, {"level": "None"}]
+            policy.write_text(yaml.safe_dump({**AUDIT_POLICY, "rules": rules}))
+            audit_flags = ["--audit-policy-file", policy, "--audit-log-path", self.logs_dir / AUDIT_LOG,
+                           "--audit-log-maxsize", "0", "--audit-log-format", "json"]  # fmt: skip
         apiserver = self.supervisor.spawn("kube-apiserver", [
             binaries.binary("kube-apiserver"),
             "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
@@ -251,6 +268,7 @@ class KubeStack(Stack[Cluster]):
             "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
             "--proxy-client-cert-file", certs.clients["front-proxy-client"].cert,
             "--proxy-client-key-file", certs.clients["front-proxy-client"].key,
+            *audit_flags,
         ])  # fmt: skip
         admin = ApiClient(server, certs.ca.cert, client_cert=certs.clients["admin"])
         apiserver.wait_ready(lambda: admin.get("/readyz") == "ok", self.timeout, "ready (/readyz)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from testground import secret_scan
 from testground.kube import Cluster
 from testground.process import ComponentError, free_port, http_ok
 
@@ -38,7 +40,9 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
-        self.env = env or {}
+        # one per-install key for every start of this operator, as the chart's Secret gives one
+        self.env = {"VOICEFLEET_INSTALL_KEY": secrets.token_urlsafe(32), **(env or {})}
+        secret_scan.remember(self.env["VOICEFLEET_INSTALL_KEY"])
         self.log_path = log_dir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = self.metrics_port = self.fleet_port = 0
@@ -102,7 +106,17 @@ class Namespace:
         return dict(json.loads(result.stdout))
 
     def apply(self, *docs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        secret_scan.remember_docs(docs)
         return self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+
+    def dump_status_and_events(self) -> Path:
+        """Every VoiceAgent's and ProviderPolicy's status and every Event of the namespace, into the cluster's
+        logs (for the session's secret scan, before the namespace goes)."""
+        path = self.cluster.logs_dir / "namespaces" / f"{self.name}.status-events.log"
+        path.parent.mkdir(exist_ok=True)
+        found = self.kubectl("get", "voiceagents,providerpolicies,events", "-o", "json", check=False)
+        path.write_text(found.stdout + found.stderr)
+        return path
 
     def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
         obj = self.get(kind, name) or {}

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from testground import secret_scan
 from testground.ground import Ground
 from testground.kube import Cluster, KubeStack
 from testground.livekit import LiveKit, LiveKitStack
 from testground.process import ComponentError
 
 _LOGS = pytest.StashKey[dict[str, Path]]()
+LOGS = _LOGS  # log folders of the session's stacks, by stack
 _FIXTURES = ("cluster", "livekit")
 
 
@@ -87,13 +89,16 @@ def livekit(request: pytest.FixtureRequest) -> Iterator[LiveKit]:
     ground = _running_ground(request.config, "livekit")
     if ground is not None and ground.livekit is not None:
         logs["livekit"] = ground.livekit.logs_dir
+        secret_scan.remember(ground.livekit.api_secret)
         yield ground.livekit
         return
     root: Path = request.getfixturevalue("_testground_private_root")
     stack = LiveKitStack(root)
     logs["livekit"] = stack.logs_dir
     try:
-        yield stack.start()
+        lk = stack.start()
+        secret_scan.remember(lk.api_secret)
+        yield lk
     finally:
         stack.stop()
 

@@ -38,7 +38,9 @@ def main() -> None:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request drowns the operator's own
+    # one line per API request drowns the operator's own (lightkube's client logs as httpx2)
+    for chatty in ("httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     start_http_server(args.metrics_port)
     asyncio.run(
         kopf.operator(

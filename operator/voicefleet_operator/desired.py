@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ RESERVED_ENV = frozenset(
         contract.ENV_POD_NAME,
         contract.ENV_POD_NAMESPACE,
         contract.ENV_FLEET_URL,
+        contract.ENV_VOICEAGENT,
+        contract.ENV_FLEET_TOKEN_FILE,
     }
 )
 
@@ -65,6 +68,7 @@ class Inputs:
     secret_versions: dict[str, str] = field(default_factory=dict)  # Secret name → resourceVersion
     policy_active: ActiveProviders | None = None  # what the policy's failover decided, from its status
     fleet_url: str | None = None  # the operator's fleet channel, for agents that follow a policy
+    fleet_token: str | None = None  # the agent's token on that channel (a keyed digest made by the I/O layer)
 
 
 @dataclass(frozen=True)
@@ -232,8 +236,11 @@ def _env(inputs: Inputs, config: contract.AgentConfig) -> list[dict[str, Any]]:
         from_field(contract.ENV_POD_NAME, "metadata.name"),
         from_field(contract.ENV_POD_NAMESPACE, "metadata.namespace"),
     ]
-    if inputs.policy is not None and inputs.fleet_url:
+    if _follows_fleet(inputs):
         env.append({"name": contract.ENV_FLEET_URL, "value": inputs.fleet_url})
+        env.append({"name": contract.ENV_VOICEAGENT, "value": inputs.agent.metadata["name"]})
+        token_file = f"{contract.FLEET_TOKEN_DIR}/{contract.FLEET_TOKEN_KEY}"
+        env.append({"name": contract.ENV_FLEET_TOKEN_FILE, "value": token_file})
     for modality in MODALITIES:
         for index, provider in enumerate(_chain(inputs, modality)):
             if provider.secret_ref:
@@ -245,6 +252,17 @@ def _env(inputs: Inputs, config: contract.AgentConfig) -> list[dict[str, Any]]:
         else:
             env.append({"name": extra.name, "value": extra.value})
     return env
+
+
+def _follows_fleet(inputs: Inputs) -> bool:
+    return inputs.policy is not None and bool(inputs.fleet_url) and bool(inputs.fleet_token)
+
+
+def _fleet_secret(inputs: Inputs, name: str) -> dict[str, Any]:
+    assert inputs.fleet_token is not None
+    token = base64.b64encode(inputs.fleet_token.encode()).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(inputs.agent, name), "type": "Opaque",
+            "data": {contract.FLEET_TOKEN_KEY: token}}  # fmt: skip
 
 
 def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, name: str) -> dict[str, Any]:
@@ -261,6 +279,20 @@ def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, 
         }
 
     pod_labels = labels(agent)
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "metrics", "mountPath": METRICS_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names(agent.metadata["name"])["ConfigMap"]}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "metrics", "emptyDir": {}},
+    ]
+    if _follows_fleet(inputs):
+        mounts.append({"name": "fleet-token", "mountPath": contract.FLEET_TOKEN_DIR, "readOnly": True})
+        secret = names(agent.metadata["name"])["Secret"]
+        volumes.append({"name": "fleet-token", "secret": {"secretName": secret, "defaultMode": 0o440}})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -305,18 +337,10 @@ def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, 
                                 "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]},
                             },
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                                {"name": "metrics", "mountPath": METRICS_DIR},
-                            ],
+                            "volumeMounts": mounts,
                         }
                     ],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names(agent.metadata["name"])["ConfigMap"]}},
-                        {"name": "tmp", "emptyDir": {}},
-                        {"name": "metrics", "emptyDir": {}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -388,6 +412,7 @@ def render(inputs: Inputs) -> Desired:
             "metadata": _meta(agent, child["ConfigMap"]),
             "data": {contract.CONFIG_FILE: config_json},
         },
+        *([_fleet_secret(inputs, child["Secret"])] if _follows_fleet(inputs) else []),
         _deployment(inputs, config, config_hash, child["Deployment"]),
         {
             "apiVersion": "v1",
@@ -412,7 +437,7 @@ def render(inputs: Inputs) -> Desired:
     ]
     absent = []
     if agent.spec.scaling.autoscaler == "HPA":
-        objects.insert(4, _hpa(agent, child["HorizontalPodAutoscaler"], child["Deployment"]))
+        objects.insert(len(objects) - 1, _hpa(agent, child["HorizontalPodAutoscaler"], child["Deployment"]))
     else:
         absent.append(("autoscaling/v2", "HorizontalPodAutoscaler", child["HorizontalPodAutoscaler"]))
     return Desired(

@@ -33,6 +33,9 @@ FLIPS = Counter("voicefleet_operator_provider_flips_total", "Changes of the prov
 PROBE_SECONDS = Histogram("voicefleet_operator_probe_seconds", "Synthetic probe latency", ["provider"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))  # fmt: skip
 
+BOOKKEEPING_SECONDS = 300.0
+_BOOKKEEPING = ("lastProbe", "lastProbeLatencyMs")
+
 Probe = Callable[[NamedProviderSpec, str | None, float], Awaitable[health.Observation]]
 Emit = Callable[[dict[str, Any], str, str, str], None]
 
@@ -57,6 +60,7 @@ class Failover:
         self.fleet_health: dict[tuple[str, str], dict[tuple[str, str], health.ProviderHealth]] = defaultdict(dict)
         self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._rollout: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._written: dict[tuple[str, str], float] = {}  # monotonic time of the last status write per policy
 
     async def probe_all(self, namespace: str, name: str) -> float | None:
         """One round of synthetic probes and the fleet's error reports, then a decision. Returns the probe
@@ -98,8 +102,9 @@ class Failover:
         reported = self.fleet_health[(namespace, name)].get(key, health.ProviderHealth())
         return health.combine(probed, reported)
 
-    async def decide(self, body: dict[str, Any]) -> None:
-        """Choose per modality, publish a new generation when anything moved, and write the policy's status."""
+    async def decide(self, body: dict[str, Any]) -> dict[str, str]:
+        """Choose per modality, publish a new generation when anything moved, and write the policy's status when
+        more than probe bookkeeping changed (that, at most every BOOKKEEPING_SECONDS). Returns the choice."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         policy = ProviderPolicy.from_body(body)
         status = body.get("status") or {}
@@ -138,7 +143,20 @@ class Failover:
                 for p in getattr(policy.spec, used).providers:
                     ACTIVE.labels(namespace, name, used, p.name).set(1 if p.name == provider else 0)
             new_status = self._status(policy, body, active, reasons, generation, now)
+            if not self._worth_writing(namespace, name, status, new_status):
+                return active
+            self._written[(namespace, name)] = time.monotonic()
         await self.store.patch_status(ProviderPolicyResource, namespace, name, new_status)
+        return active
+
+    def _worth_writing(self, namespace: str, name: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Probe latencies and times change every round and matter to nobody reading the policy: they alone
+        are written at most every BOOKKEEPING_SECONDS (the probe metric has every latency)."""
+        if all(old.get(k) == v for k, v in new.items()):
+            return False
+        if _without_bookkeeping(old) != _without_bookkeeping(new):
+            return True
+        return time.monotonic() - self._written.get((namespace, name), -BOOKKEEPING_SECONDS) >= BOOKKEEPING_SECONDS
 
     def _status(
         self,
@@ -223,4 +241,18 @@ class Failover:
         self.health.pop((namespace, name), None)
         self.fleet_health.pop((namespace, name), None)
         self._rollout.pop((namespace, name), None)
+        self._written.pop((namespace, name), None)
         self.fleet.drop(namespace, name)
+
+
+def _without_bookkeeping(status: dict[str, Any]) -> dict[str, Any]:
+    """What readers act on: whether a provider fails, not for how many rounds it has (the count of a provider
+    that stays down grows every probe)."""
+    providers = [
+        {
+            **{k: v for k, v in p.items() if k not in _BOOKKEEPING},
+            "consecutiveFailures": min(1, p.get("consecutiveFailures", 0)),
+        }
+        for p in status.get("providers") or []
+    ]
+    return {**status, "providers": providers}

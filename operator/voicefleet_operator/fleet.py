@@ -6,21 +6,30 @@ the decision. A poll answers the moment the generation moves (one asyncio notify
 the generation the agent runs (the acknowledgement) and the provider errors it saw (the passive health signal), and
 needs no permission at all. When the operator is away, agents keep their last providers and their in-session
 fallback.
+
+Every poll names its VoiceAgent and carries that VoiceAgent's fleet token (Authorization: Bearer), which the
+operator derived from its per-install key and handed to the pods in a Secret. Polls from a VoiceAgent the operator
+does not reconcile onto this policy, or with a wrong token, are refused (403) and counted, so a pod elsewhere in
+the cluster cannot report errors and trip a fleet-wide failover. Agents not heard from for ACTIVE_WINDOW_S are
+pruned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client import Counter
 
-from voicefleet_agent.contract import FLEET_PATH
+from voicefleet_agent.contract import FLEET_PATH, FLEET_VOICEAGENT_PARAM
 
 ACTIVE_WINDOW_S = 75.0  # an agent not heard from for this long no longer counts in the rollout
 MAX_WAIT_S = 55.0
+REFUSED = Counter("voicefleet_operator_fleet_refused_total", "Fleet channel polls refused, by reason", ["reason"])
 
 
 @dataclass
@@ -58,18 +67,45 @@ class Channel:
         return sum(a.generation == self.generation for a in live), len(live)
 
     def take_errors(self, now: float) -> tuple[int, dict[str, int]]:
-        """Agents heard from recently, and per provider how many reported errors since the last call."""
-        live = sum(now - a.seen <= ACTIVE_WINDOW_S for a in self.agents.values())
+        """Agents heard from recently, and per provider how many reported errors since the last call. Agents
+        silent for longer than ACTIVE_WINDOW_S are pruned."""
+        self.agents = {k: a for k, a in self.agents.items() if now - a.seen <= ACTIVE_WINDOW_S}
+        live = len(self.agents)
         counts = {provider: len(agents) for provider, agents in self.errors.items()}
         self.errors = {}
         return live, counts
 
 
+@dataclass(frozen=True)
+class Member:
+    """A VoiceAgent whose pods may poll: the policy it follows and its token."""
+
+    policy: str
+    token: str = field(repr=False)
+
+
 class Fleet:
-    """Channels of every ProviderPolicy, served over HTTP."""
+    """Channels of every ProviderPolicy, served over HTTP, to the VoiceAgents admitted to them."""
 
     def __init__(self) -> None:
         self.channels: dict[tuple[str, str], Channel] = {}
+        self.members: dict[tuple[str, str], Member] = {}
+
+    def admit(self, namespace: str, voiceagent: str, policy: str, token: str) -> None:
+        self.members[(namespace, voiceagent)] = Member(policy, token)
+
+    def expel(self, namespace: str, voiceagent: str) -> None:
+        self.members.pop((namespace, voiceagent), None)
+
+    def refusal(self, namespace: str, policy: str, voiceagent: str, authorization: str) -> str | None:
+        """Why a poll is refused, or None when its VoiceAgent follows this policy and the token is its own."""
+        member = self.members.get((namespace, voiceagent))
+        if member is None:
+            return "unknown"
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), member.token.encode()):
+            return "token"
+        return None if member.policy == policy else "policy"
 
     def channel(self, namespace: str, policy: str) -> Channel:
         return self.channels.setdefault((namespace, policy), Channel())
@@ -88,6 +124,10 @@ class Fleet:
             errors = _errors(query.get("errors", ""))
         except (KeyError, ValueError) as error:
             raise web.HTTPBadRequest(text=f"bad query: {error}") from error
+        voiceagent = query.get(FLEET_VOICEAGENT_PARAM, "")
+        if refused := self.refusal(namespace, policy, voiceagent, request.headers.get("Authorization", "")):
+            REFUSED.labels(refused).inc()
+            raise web.HTTPForbidden(text=f"not a VoiceAgent of {namespace}/{policy} with its fleet token")
         channel = self.channels.get((namespace, policy))
         if channel is None:
             raise web.HTTPNotFound(text=f"no ProviderPolicy {namespace}/{policy} known to the operator")

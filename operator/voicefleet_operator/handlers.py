@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any, cast
 
+import httpx2 as httpx
 import kopf
 from lightkube import AsyncClient
 
@@ -15,12 +16,12 @@ from voicefleet_operator.desired import MANAGED_BY
 from voicefleet_operator.diffbase import HashedDiffBaseStorage
 from voicefleet_operator.failover import Failover
 from voicefleet_operator.fleet import Fleet
-from voicefleet_operator.kube import Kube
 from voicefleet_operator.livekit import LiveKitUnavailable
 from voicefleet_operator.models import GROUP, VERSION
+from voicefleet_operator.phonesync import PeriodicTelephony
 from voicefleet_operator.probes import probe
+from voicefleet_operator.readcache import Watched
 from voicefleet_operator.reconcile import Reconciler, utcnow
-from voicefleet_operator.telephony import Telephony
 
 RETRY_SECONDS = 15
 ENV_FLEET_LISTEN = "VOICEFLEET_FLEET_LISTEN"  # host:port of the fleet channel
@@ -33,6 +34,7 @@ CHILDREN = (
     ("apps", "v1", "deployments"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("", "v1", "secrets"),  # the fleet token
 )
 WATCHED_EVENTS = ("ADDED", "MODIFIED", "DELETED")
 # Set to "true" on a VoiceAgent whose LiveKit is gone for good, so that its deletion does not wait for it.
@@ -59,7 +61,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.posting.default_backoffs = (1, 3)
     settings.watching.server_timeout = 300
-    kube = Kube(AsyncClient(field_manager="voicefleet-operator"))
+    # A slow answer is better than a retry: an abandoned write (a Service's ClusterIP allocation) is work the API
+    # server does again.
+    memo.kube = kube = Watched(AsyncClient(field_manager="voicefleet-operator", timeout=httpx.Timeout(10.0, read=60.0)))
     fleet = Fleet()
     host, _colon, port = os.environ.get(ENV_FLEET_LISTEN, "0.0.0.0:8090").rpartition(":")
     memo.fleet_runner = await fleet.serve(host, int(port))
@@ -67,9 +71,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.reconciler = Reconciler(
         kube,
         emit=_emit,
-        telephony=Telephony(kube),
+        telephony=PeriodicTelephony(kube, period=RESYNC_SECONDS),
         failover=memo.failover,
         fleet_url=os.environ.get(contract.ENV_FLEET_URL) or None,
+        resync_seconds=RESYNC_SECONDS,
     )
 
 
@@ -107,12 +112,15 @@ async def remove_phone(body: kopf.Body, annotations: kopf.Annotations, memo: Any
 
 @kopf.timer(GROUP, VERSION, "voiceagents", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo.reconciler.agent(_ns(namespace), name)
+    await memo.reconciler.resync(_ns(namespace), name)
 
 
 @kopf.on.event(GROUP, VERSION, "providerpolicies")
-async def provider_policy(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo.reconciler.policy(_ns(namespace), name)
+async def provider_policy(
+    name: str, namespace: str | None, type: str | None, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
+    await memo.reconciler.policy(_ns(namespace), name, listing=type is None)
 
 
 @kopf.daemon(GROUP, VERSION, "providerpolicies", cancellation_timeout=3)
@@ -139,9 +147,15 @@ def _owner(body: kopf.Body) -> str | None:
 
 
 async def child_changed(body: kopf.Body, name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+    # Only what changes something the operator owns (drift, deletion) or reports (a Deployment's rollout) wakes
+    # the owner; status updates of HPAs and PDBs, and the echo of our own writes, do not.
+    if type is not None and type not in WATCHED_EVENTS:
+        return
     if type == "DELETED":
         memo.reconciler.forget_child(body.get("kind"), _ns(namespace), name)
-    if type in WATCHED_EVENTS and (owner := _owner(body)):
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
+    matters = memo.reconciler.applied.observe(dict(body), deleted=type == "DELETED", listing=type is None)
+    if matters and (owner := _owner(body)):
         await memo.reconciler.agent(_ns(namespace), owner)
 
 
@@ -151,8 +165,9 @@ for _group, _version, _plural in CHILDREN:
     )(child_changed)
 
 
-@kopf.on.event("", "v1", "secrets")
-async def secret_changed(name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+@kopf.on.event("", "v1", "secrets", labels={"app.kubernetes.io/managed-by": kopf.ABSENT})
+async def secret_changed(name: str, namespace: str | None, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
     if type in WATCHED_EVENTS:
         await memo.reconciler.reference_changed(_ns(namespace), "Secret", name)
 

@@ -86,12 +86,11 @@ class Kube:
     async def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(resource_registry.load(api_version, kind), namespace, name)
 
-    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> None:
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any] | None:
         """Server-side apply with our field manager; force takes back fields someone else changed (drift).
-
-        Raises WriteRejected when the API server refuses the object."""
+        Returns the object as applied. Raises WriteRejected when the API server refuses the object."""
         try:
-            await self.client.apply(
+            obj = await self.client.apply(
                 codecs.from_dict(manifest), field_manager=FIELD_MANAGER, force=True, dry_run=dry_run
             )
         except ApiError as error:
@@ -102,6 +101,9 @@ class Kube:
                 f"{manifest['kind']} {meta.get('namespace')}/{meta['name']} was refused by the API server: "
                 f"{error.status.message}"
             ) from error
+        if obj is None:
+            return None
+        return obj.to_dict()  # type: ignore[no-untyped-call,no-any-return]
 
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete a child we made (controller reference to `owner_uid`); anything else is left alone."""

@@ -42,6 +42,7 @@ CHILD_SUFFIXES: dict[str, str] = {
     "Service": "-metrics",
     "HorizontalPodAutoscaler": "",
     "PodDisruptionBudget": "",
+    "Secret": "-fleet",  # the fleet channel token
 }
 AGENT_NAME_MAX = 63 - max(len(CHILD_SUFFIXES["Service"]), 0)
 # Bounds of allowedAddresses: a range wider than this is refused, whatever minPrefixLength says.

@@ -3,11 +3,11 @@ to get there from what LiveKit holds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from voicefleet_operator.installkey import mac
 from voicefleet_operator.models import VoiceAgent
 
 OWNER_KEY = "voicefleet.io/owner"
@@ -16,16 +16,19 @@ CLUSTER_KEY = "cluster"  # the uid of the cluster's kube-system namespace: which
 
 @dataclass(frozen=True)
 class Credentials:
-    """Digest-auth credentials, read from the Secret; never logged or put in status."""
+    """Digest-auth credentials, read from the Secret; never logged or put in status. `key`: the per-install key."""
 
     username: str
     password: str
+    key: bytes
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, password=<redacted>)"
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()[:16]
+        """What LiveKit metadata carries to tell a changed password: keyed with the per-install key, so that who
+        reads the metadata cannot test guesses of the password against it."""
+        return mac(self.key, "sip-auth", self.username, self.password)[:32]
 
 
 @dataclass(frozen=True)

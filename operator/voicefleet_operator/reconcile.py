@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
 
-from voicefleet_operator import conditions, desired
+from voicefleet_operator import conditions, desired, installkey
+from voicefleet_operator.applied import Applied, key_of, status_unchanged
 from voicefleet_operator.failover import Failover
+from voicefleet_operator.followers import Change, Followers, follows, view
 from voicefleet_operator.kube import VoiceAgentResource, WriteRejected
 from voicefleet_operator.models import (
     ActiveProviders,
@@ -27,6 +29,11 @@ from voicefleet_operator.telephony import PhoneResult, Telephony
 
 RECONCILES = Counter("voicefleet_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("voicefleet_operator_reconcile_seconds", "Reconcile duration", ["kind"])
+SKIPPED_WRITES = Counter("voicefleet_operator_skipped_writes_total", "Writes left out: already in place", ["kind"])
+# A periodic resync of an agent with nothing to do costs no API call; every this many resync periods it is a full
+# reconcile anyway (a safety net for watch events lost in a gap).
+FULL_RESYNC_PERIODS = 10
+FANOUT_CONCURRENCY = 32  # agents of one policy reconciled at once after the policy changed
 
 Emit = Callable[[dict[str, Any], str, str, str], None]  # body, type, reason, message
 Clock = Callable[[], datetime]
@@ -41,7 +48,7 @@ class Store(Protocol):
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     async def child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> None: ...
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any] | None: ...
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -71,8 +78,15 @@ class Reconciler:
         failover: Failover,
         clock: Clock = utcnow,
         fleet_url: str | None = None,
+        applied: Applied | None = None,
+        resync_seconds: float = 60.0,
     ) -> None:
         self.store = store
+        self.install_key = installkey.load()
+        self.applied = applied or Applied()
+        self.followers = Followers()
+        self.resync_seconds = resync_seconds
+        self._waiting: set[tuple[str, str]] = set()
         self.telephony = telephony
         self.failover = failover
         self.fleet_url = fleet_url
@@ -86,7 +100,16 @@ class Reconciler:
         return self._locks[("VoiceAgent", f"{namespace}/{name}")]
 
     async def agent(self, namespace: str, name: str) -> Outcome | None:
-        async with self._lock(namespace, name):
+        key = (namespace, name)
+        if key in self._waiting:  # joins the reconcile already waiting for the lock: it reads everything afresh
+            return None
+        lock = self._lock(namespace, name)
+        self._waiting.add(key)
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting.discard(key)
+        try:
             started = time.perf_counter()
             try:
                 outcome = await self._agent(namespace, name)
@@ -97,6 +120,16 @@ class Reconciler:
                 RECONCILE_SECONDS.labels("VoiceAgent").observe(time.perf_counter() - started)
             RECONCILES.labels("VoiceAgent", "ok" if outcome is None or outcome.problem is None else "problem").inc()
             return outcome
+        finally:
+            lock.release()
+
+    async def resync(self, namespace: str, name: str) -> Outcome | None:
+        """The periodic resync: a full reconcile only when something may be off, LiveKit is due a comparison, or
+        the safety-net period passed; else no API call at all (drift of a child shows in its watch events)."""
+        full_every = self.resync_seconds * FULL_RESYNC_PERIODS
+        if self.applied.quiet(namespace, name, time.monotonic(), self.resync_seconds, full_every):
+            return None
+        return await self.agent(namespace, name)
 
     async def _gather(self, agent: VoiceAgent) -> desired.Inputs:
         """Read what the spec references. Raises _Missing for a reference that does not exist."""
@@ -121,6 +154,11 @@ class Reconciler:
             if version is None:
                 raise _Missing("SecretNotFound", f"Secret {secret} not found in {namespace}")
             versions[secret] = version
+        fleet_token = None
+        if (ref := agent.spec.provider_policy_ref) is not None and self.fleet_url:
+            fleet_token = installkey.fleet_token(self.install_key, namespace, agent.metadata["name"],
+                                                 agent.metadata.get("uid", ""))  # fmt: skip
+            self.failover.fleet.admit(namespace, agent.metadata["name"], ref.name, fleet_token)
         return desired.Inputs(
             agent=agent,
             policy=policy,
@@ -128,11 +166,14 @@ class Reconciler:
             secret_versions=versions,
             policy_active=policy_active,
             fleet_url=self.fleet_url,
+            fleet_token=fleet_token,
         )
 
     async def _agent(self, namespace: str, name: str) -> Outcome | None:
         body = await self.store.voice_agent(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.applied.forget_agent(namespace, name)
+            self.failover.fleet.expel(namespace, name)
             return None
         agent: VoiceAgent = VoiceAgent.from_body(body)
         previous = conditions_of(body)
@@ -176,7 +217,10 @@ class Reconciler:
             status["phone"] = None  # merge patch: remove
         elif phone_result is not None and phone_result.phone is not None:
             status["phone"] = phone_result.phone.model_dump(mode="json", by_alias=True)
-        await self.store.patch_status(VoiceAgentResource, namespace, name, status)
+        if status_unchanged(old_status, status):
+            SKIPPED_WRITES.labels("VoiceAgentStatus").inc()
+        else:
+            await self.store.patch_status(VoiceAgentResource, namespace, name, status)
         self._announce(body, previous, current)
         ready = any(c.type == "Ready" and c.status == "True" for c in current)
         if problem is not None and problem.reason not in PERMANENT:
@@ -185,13 +229,22 @@ class Reconciler:
             retry = phone_result.message
         else:
             retry = None
+        settled = plan is not None and problem is None and retry is None
+        children = [key_of(m) for m in plan.objects] if plan is not None and settled else None
+        self.applied.reconciled(namespace, name, children, time.monotonic(), phone=phone_result is not None)
         return Outcome(problem=problem, ready=ready, retry=retry)
 
     async def _write(self, agent: VoiceAgent, plan: desired.Desired) -> conditions.Problem | None:
-        """Apply the plan's objects, all or none: a name held by an object we did not create, or any object the API
-        server refuses (checked with a dry run of every object first), becomes the Problem and nothing is written."""
+        """Apply the plan's objects that changed, all or none: a name held by an object we did not create, or any
+        object the API server refuses (a dry run of each goes first), becomes the Problem and nothing is written."""
         namespace, uid = agent.metadata["namespace"], agent.metadata["uid"]
+        changed = []
         for manifest in plan.objects:
+            if self.applied.fresh(manifest):  # written by us and unchanged since: nothing to do
+                SKIPPED_WRITES.labels(manifest["kind"]).inc()
+            else:
+                changed.append(manifest)
+        for manifest in changed:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             if (kind, namespace, name, uid) in self._owned:
                 continue
@@ -203,10 +256,13 @@ class Reconciler:
                     "rename the VoiceAgent or remove that object. Nothing was written.",
                 )
         try:
-            for manifest in plan.objects:
-                await self.store.apply(manifest, dry_run=True)
-            for manifest in plan.objects:
-                await self.store.apply(manifest)
+            for manifest in changed:
+                async with self.applied.gate:
+                    await self.store.apply(manifest, dry_run=True)
+            for manifest in changed:
+                async with self.applied.gate:
+                    result = await self.store.apply(manifest)
+                self.applied.record(manifest, result)
                 self._owned.add((manifest["kind"], namespace, manifest["metadata"]["name"], uid))
         except WriteRejected as rejected:
             return conditions.Problem("ApplyFailed", f"{rejected} Nothing was changed.")
@@ -224,24 +280,44 @@ class Reconciler:
         async with self._lock(agent.metadata["namespace"], agent.metadata["name"]):
             await self.telephony.remove(agent)
 
-    async def policy(self, namespace: str, name: str) -> Outcome | None:
-        """Validate a ProviderPolicy, report the providers in use, and re-render the agents that follow it."""
+    async def policy(self, namespace: str, name: str, listing: bool = False) -> Outcome | None:
+        """Validate a ProviderPolicy, report the providers in use, and bring its agents in line with what changed
+        for them: nothing (probe bookkeeping, our own status writes), their status.providers, or a re-render."""
+        active: dict[str, str] = {}
         async with self._locks[("ProviderPolicy", f"{namespace}/{name}")]:
             body = await self.store.provider_policy(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self.failover.forget(namespace, name)
-                outcome = None
+                outcome, seen = None, None
             else:
-                await self.failover.decide(body)
-                outcome = Outcome(problem=None, ready=True)
-        for agent in await self.store.voice_agents(namespace):
-            ref = (agent.get("spec") or {}).get("providerPolicyRef") or {}
-            if ref.get("name") == name:
-                await self.agent(namespace, agent["metadata"]["name"])
+                active = await self.failover.decide(body)
+                outcome, seen = Outcome(problem=None, ready=True), view(body, active)
+            change = self.followers.change(namespace, name, seen, listing)
+        if change is Change.NONE:
+            return outcome
+        agents = [a for a in await self.store.voice_agents(namespace) if follows(a, name)]
+        if change is Change.PROVIDERS and body is not None:
+            await _bounded([self._providers(a, body, active) for a in agents])
+        else:
+            await _bounded([self.agent(namespace, a["metadata"]["name"]) for a in agents])
         return outcome
+
+    async def _providers(self, agent_body: dict[str, Any], policy: dict[str, Any], active: dict[str, str]) -> None:
+        """Only the providers in use moved: show them in the agent's status, nothing else to render."""
+        namespace, name = agent_body["metadata"]["namespace"], agent_body["metadata"]["name"]
+        async with self._locks[("VoiceAgent", f"{namespace}/{name}")]:
+            inputs = desired.Inputs(
+                agent=VoiceAgent.from_body(agent_body),
+                policy=ProviderPolicy.from_body(policy),
+                policy_active=ActiveProviders.model_validate(active),
+            )
+            providers = desired.active_providers(inputs).model_dump(mode="json", by_alias=True, exclude_none=True)
+            if (agent_body.get("status") or {}).get("providers") != providers:
+                await self.store.patch_status(VoiceAgentResource, namespace, name, {"providers": providers})
 
     async def reference_changed(self, namespace: str, kind: str, name: str) -> None:
         """A Secret or ConfigMap changed: re-render the agents that read it."""
+        policies: dict[str, dict[str, Any] | None] = {}
         for body in await self.store.voice_agents(namespace):
             agent: VoiceAgent = VoiceAgent.from_body(body)
             if kind == "ConfigMap":
@@ -249,8 +325,10 @@ class Reconciler:
                 uses = ref is not None and ref.name == name
             else:
                 policy = None
-                if agent.spec.provider_policy_ref:
-                    found = await self.store.provider_policy(namespace, agent.spec.provider_policy_ref.name)
+                if follows := agent.spec.provider_policy_ref:
+                    if follows.name not in policies:  # one read per policy, not per agent
+                        policies[follows.name] = await self.store.provider_policy(namespace, follows.name)
+                    found = policies[follows.name]
                     policy = ProviderPolicy.from_body(found) if found else None
                 uses = name in desired.referenced_secrets(agent, policy)
             if uses:
@@ -266,6 +344,19 @@ class Reconciler:
 
 # Problems only an edit can fix: not retried on a timer (an edit, or a watched object changing, triggers again).
 PERMANENT = frozenset({"InvalidSpec", "ApplyFailed"})
+
+
+async def _bounded(work: list[Coroutine[Any, Any, Any]], limit: int = FANOUT_CONCURRENCY) -> None:
+    """Run `work` at most `limit` at a time; every one runs, then the first error is raised."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Coroutine[Any, Any, Any]) -> None:
+        async with gate:
+            await job
+
+    for result in await asyncio.gather(*(one(job) for job in work), return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
 
 
 class _Missing(Exception):

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voicefleet_operator import phone
+from voicefleet_operator import installkey, phone
 from voicefleet_operator.livekit import LiveKitUnavailable, Sip, connect
 from voicefleet_operator.models import PhoneStatus, VoiceAgent
 
@@ -53,6 +53,7 @@ class Telephony:
         self.secrets = secrets
         self.connect = connector
         self.clock = clock
+        self.install_key = installkey.load()
         # Credentials last seen per LiveKit URL: deleting a namespace deletes the Secret before our finalizer runs.
         self._seen: dict[str, tuple[str, str]] = {}
         self._swept: dict[str, float] = {}  # LiveKit URL → when it was last swept
@@ -86,7 +87,7 @@ class Telephony:
         data = await self.secrets.secret_data(agent.metadata["namespace"], ref.name)
         if data is None or ref.username_key not in data or ref.password_key not in data:
             return f"Secret {ref.name} with keys {ref.username_key}/{ref.password_key} not found"
-        return phone.Credentials(data[ref.username_key], data[ref.password_key])
+        return phone.Credentials(data[ref.username_key], data[ref.password_key], self.install_key)
 
     @staticmethod
     def _unusable(auth: phone.Credentials, ref: Any) -> str | None:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ def _free_port() -> int:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Fleet, str]]:
     fleet = Fleet()
+    fleet.admit("ns", "va", "pol", "tok")
     port = _free_port()
     runner = await fleet.serve("127.0.0.1", port)
     yield fleet, f"http://127.0.0.1:{port}"
@@ -33,7 +35,7 @@ async def test_follows_generations_acknowledges_and_reports_errors(served: tuple
     channel = fleet.channel("ns", "pol")
     channel.publish(1, {"stt": "deepgram"})
     seen: list[tuple[int, dict[str, str]]] = []
-    target = FleetTarget(url, "ns", "pol", "pod-a-1")
+    target = FleetTarget(url, "ns", "pol", "pod-a-1", voiceagent="va", token="tok")
     follower = FleetFollower(target, wait_s=0.5, on_change=lambda g, a: seen.append((g, a)))
     follower.start()
     await follower.wait_for(lambda f: f.generation == 1, timeout=5)
@@ -66,7 +68,7 @@ async def test_survives_the_operator_being_away(served: tuple[Fleet, str]) -> No
     assert follower.generation == -1
     # errors not delivered are kept for the next successful poll
     fleet.channel("ns", "pol").publish(4, {"stt": "whisper"})
-    follower.target = FleetTarget(url, "ns", "pol", "a")
+    follower.target = FleetTarget(url, "ns", "pol", "a", voiceagent="va", token="tok")
     await follower.wait_for(lambda f: f.generation == 4, timeout=5)
     _, errors = fleet.channel("ns", "pol").take_errors(time.monotonic())
     assert errors == {"deepgram": 1}
@@ -81,7 +83,9 @@ async def test_a_failing_listener_does_not_stop_the_follower(served: tuple[Fleet
     def boom(_g: int, _a: dict[str, str]) -> None:
         raise RuntimeError("listener bug")
 
-    follower = FleetFollower(FleetTarget(url, "ns", "pol", "x"), wait_s=0.5, on_change=boom)
+    follower = FleetFollower(
+        FleetTarget(url, "ns", "pol", "x", voiceagent="va", token="tok"), wait_s=0.5, on_change=boom
+    )
     calls: list[int] = []
 
     async def also(g: int, _a: dict[str, str]) -> None:
@@ -97,10 +101,32 @@ async def test_a_failing_listener_does_not_stop_the_follower(served: tuple[Fleet
     await follower.aclose()
 
 
+async def test_the_token_is_read_from_its_file_at_every_poll_and_a_wrong_one_is_refused(
+    served: tuple[Fleet, str], tmp_path: Path
+) -> None:
+    fleet, url = served
+    fleet.channel("ns", "pol").publish(1, {"stt": "a"})
+    token = tmp_path / "token"
+    token.write_text("wrong\n")
+    target = FleetTarget(url, "ns", "pol", "x", voiceagent="va", token_file=str(token))
+    follower = FleetFollower(target, wait_s=0.5, backoff_min_s=0.01, backoff_max_s=0.05)
+    follower.start()
+    for _ in range(200):
+        if follower.failures >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert follower.failures >= 2 and follower.generation == -1  # refused: 403
+    token.write_text("tok\n")  # the kubelet refreshed the mounted Secret
+    await follower.wait_for(lambda f: f.generation == 1, timeout=5)
+    await follower.aclose()
+
+
 def test_target_from_env() -> None:
-    env = {"VOICEFLEET_FLEET_URL": "http://op:8089", "VOICEFLEET_POD_NAMESPACE": "prod", "VOICEFLEET_POD_NAME": "p-1"}
+    env = {"VOICEFLEET_FLEET_URL": "http://op:8089", "VOICEFLEET_POD_NAMESPACE": "prod", "VOICEFLEET_POD_NAME": "p-1",
+           "VOICEFLEET_VOICEAGENT": "tasks", "VOICEFLEET_FLEET_TOKEN_FILE": "/etc/voicefleet-fleet/token"}  # fmt: skip
     target = target_from_env("pol", env)
     assert target is not None
+    assert target.voiceagent == "tasks" and target.token_file == "/etc/voicefleet-fleet/token"
     assert target.endpoint() == "http://op:8089/v1/fleet/prod/pol"
     assert target.agent.startswith("p-1-")
     assert target_from_env(None, env) is None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from failover.harness import POLICY, FollowerFleet, OfflineProcess
+from failover.harness import POLICY, FollowerFleet, OfflineProcess, join_fleet
 from testground.operator import Namespace, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,9 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineProcess
 def fns(cluster: Any, failover_operator: OperatorProcess, offline: OfflineProcess) -> Iterator[Namespace]:
     name = f"f-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    yield Namespace(cluster, name)
+    namespace = Namespace(cluster, name)
+    yield namespace
+    namespace.dump_status_and_events()
     offline.fault("deepgram", "ok")
     # stop this test's probes before the next test starts: they share the offline Whisper with it
     cluster.kubectl("-n", name, "delete", "providerpolicy", "--all", "--wait=true", "--timeout=60s", check=False)
@@ -48,7 +50,9 @@ def followers(
     started: list[FollowerFleet] = []
 
     def start(size: int) -> FollowerFleet:
-        fleet = FollowerFleet(failover_operator.fleet_url, fns.name, POLICY, size, tmp_path / f"switches-{size}.log")
+        fleet_pass = join_fleet(fns, tmp_path / "fleet-token")
+        log = tmp_path / f"switches-{size}.log"
+        fleet = FollowerFleet(failover_operator.fleet_url, fns.name, POLICY, size, log, fleet_pass)
         fleet.start()
         started.append(fleet)
         return fleet

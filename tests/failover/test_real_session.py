@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from failover.harness import POLICY, keys_doc, policy_doc, wait_until
+from failover.harness import MEMBER, POLICY, join_fleet, keys_doc, policy_doc, wait_until
 from testground.livekit import LiveKit
 from testground.operator import Namespace, OperatorProcess
 from voicefleet_agent import contract
@@ -37,6 +37,8 @@ def stack(
     monkeypatch.setenv(contract.ENV_FLEET_URL, failover_operator.fleet_url)
     monkeypatch.setenv(contract.ENV_POD_NAMESPACE, fns.name)
     monkeypatch.setenv(contract.ENV_POD_NAME, "realroom-agent")
+    monkeypatch.setenv(contract.ENV_VOICEAGENT, MEMBER)  # the token file is written once the policy exists
+    monkeypatch.setenv(contract.ENV_FLEET_TOKEN_FILE, str(tmp_path / "fleet-token"))
     voice = VoiceStack(
         tmp_path / "voiceroom",
         LiveKitCredentials.of(livekit),
@@ -54,9 +56,12 @@ def _titles(stack: VoiceStack) -> list[str]:
     return [t.title for t in stack.store.list_tasks()]
 
 
-async def test_a_live_call_moves_to_whisper_when_deepgram_hangs(stack: VoiceStack, fns: Namespace) -> None:
+async def test_a_live_call_moves_to_whisper_when_deepgram_hangs(
+    stack: VoiceStack, fns: Namespace, tmp_path: Path
+) -> None:
     assert fns.apply(keys_doc(), policy_doc(stack.urls.deepgram, stack.urls.openai, hold_s=60)).returncode == 0
     wait_until("policy on deepgram", lambda: (_status(fns).get("active") or {}).get("stt") == "deepgram", 60)
+    join_fleet(fns, tmp_path / "fleet-token")  # the token the pod's mounted Secret would hold
     stack.store.clear()
     async with Caller(stack.livekit, f"room-{secrets.token_hex(4)}") as caller:
         await caller.dispatch(stack.agent_name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -274,7 +275,7 @@ class Arena:
 @pytest.fixture(scope="module")
 def arena(cluster: Any, operator: OperatorProcess, livekit: LiveKit) -> Iterator[Arena]:
     """A namespace with the LiveKit and SIP Secrets, and the example fleet running as the healthy neighbour."""
-    name = "hostile-property"
+    name = f"t-{uuid.uuid4().hex[:8]}"  # the t-<hex> form the phone helpers derive numbers from
     cluster.kubectl("create", "namespace", name)
     ns = Namespace(cluster, name)
     assert ns.apply(*secrets(livekit), *load_examples(ROOT / "examples")).returncode == 0

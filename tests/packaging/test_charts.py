@@ -25,6 +25,7 @@ from packaging_kit import (
 
 from voicefleet_agent import contract
 from voicefleet_operator import desired
+from voicefleet_operator.models import VoiceAgent
 
 VALUE_SETS = {"default": (), "all-features": ("all-features.yaml",), "namespaced": ("namespaced.yaml",)}
 # Kinds whose schema kubernetes-validate does not know (CRDs of other projects): checked structurally below.
@@ -155,7 +156,8 @@ def test_rbac_is_least_privilege() -> None:
     assert [g for g in granted if g[2] == "delete"] == [("autoscaling", "horizontalpodautoscalers", "delete")]
     assert [g for g in granted if g[2] == "update"] == [("voicefleet.io", "voiceagents/finalizers", "update")]
     secrets = {verb for group, resource, verb in granted if resource == "secrets"}
-    assert secrets == {"get", "list", "watch"}, "Secrets are read, never written"
+    # written: only the fleet-token Secret of each VoiceAgent (a child, server-side applied); never deleted
+    assert secrets == {"get", "list", "watch", "create", "patch"}
     assert not [g for g in granted if g[1] in ("pods", "nodes", "roles", "rolebindings", "clusterroles")]
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in granted
 
@@ -293,3 +295,27 @@ def test_dashboard_config_map_carries_the_generated_dashboard() -> None:
     (config_map,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["voicefleet.json"]) == hack("dashboard").build()
+
+
+def test_the_fleet_channel_admits_only_agent_pods() -> None:
+    for values in ((), ("namespaced.yaml",)):
+        docs = render(OPERATOR_CHART, *values)
+        (policy,) = by_kind(docs, "NetworkPolicy")
+        (deployment,) = by_kind(docs, "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+            deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
+        (fleet_rule,) = [r for r in policy["spec"]["ingress"] if {p["port"] for p in r["ports"]} == {ports["fleet"]}]
+        (source,) = fleet_rule["from"]
+        example = yaml.safe_load((ROOT / "examples" / "20-voiceagent.yaml").read_text())
+        example["metadata"].update(namespace="voice-a", uid="u")
+        agent_pod = desired.labels(VoiceAgent.model_validate(example))
+        assert source["podSelector"]["matchLabels"].items() <= agent_pod.items()
+        assert source["podSelector"]["matchLabels"], "not every pod"
+        others = [r for r in policy["spec"]["ingress"] if r is not fleet_rule]
+        assert all("from" not in r and ports["fleet"] not in {p["port"] for p in r["ports"]} for r in others)
+        if values:
+            assert source["namespaceSelector"]["matchExpressions"][0]["values"] == ["voice-a", "voice-b"]
+    assert not by_kind(render(OPERATOR_CHART, sets=("networkPolicy.enabled=false",)), "NetworkPolicy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,11 @@ def test_minimal_agent_without_policy_golden() -> None:
     check_golden("minimal", desired.render(inputs).objects)
 
 
+FLEET = {"fleet_url": "http://operator:8090", "fleet_token": "tok-en"}
+
+
 def test_every_child_is_owned_labelled_and_named_deterministically() -> None:
-    inputs = desired.Inputs(agent=example_agent(), policy=example_policy(), secret_versions=SECRETS)
+    inputs = desired.Inputs(agent=example_agent(), policy=example_policy(), secret_versions=SECRETS, **FLEET)
     objects = desired.render(inputs).objects
     assert {o["kind"]: o["metadata"]["name"] for o in objects} == desired.names("tasks")
     for obj in objects:
@@ -192,3 +196,23 @@ def test_instructions_that_would_overflow_the_config_map_are_invalid_spec_naming
         desired.InvalidSpec, match=r"spec\.pipeline\.instructionsConfigMapRef: the rendered agent\.json"
     ):
         desired.render(inputs)
+
+
+def test_a_policy_follower_gets_its_fleet_token_from_a_secret_mounted_read_only() -> None:
+    inputs = desired.Inputs(agent=example_agent(), policy=example_policy(), secret_versions=SECRETS, **FLEET)
+    objects = desired.render(inputs).objects
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "tasks-fleet" and secret["data"] == {"token": "dG9rLWVu"}
+    assert [o["kind"] for o in objects].index("Secret") < [o["kind"] for o in objects].index("Deployment")
+    pod = deployment(inputs)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["VOICEFLEET_VOICEAGENT"] == "tasks"
+    assert env["VOICEFLEET_FLEET_TOKEN_FILE"] == "/etc/voicefleet-fleet/token"
+    assert "tok-en" not in json.dumps(pod)  # the token only in the Secret, never in the pod spec
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "fleet-token")
+    assert mount["readOnly"] and next(v for v in pod["volumes"] if v["name"] == "fleet-token")["secret"] == {
+        "secretName": "tasks-fleet",
+        "defaultMode": 0o440,
+    }
+    alone = desired.render(desired.Inputs(agent=example_agent(), secret_versions=SECRETS, **FLEET)).objects
+    assert "Secret" not in [o["kind"] for o in alone]

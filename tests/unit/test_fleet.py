@@ -8,7 +8,7 @@ import time
 import aiohttp
 
 from voicefleet_agent.contract import FLEET_PATH
-from voicefleet_operator.fleet import ACTIVE_WINDOW_S, Channel, Fleet
+from voicefleet_operator.fleet import ACTIVE_WINDOW_S, REFUSED, Channel, Fleet
 
 
 def test_rollout_counts_agents_on_the_current_generation_and_forgets_silent_ones() -> None:
@@ -23,8 +23,13 @@ def test_rollout_counts_agents_on_the_current_generation_and_forgets_silent_ones
     assert channel.take_errors(now) == (2, {})
 
 
+AUTH = {"Authorization": "Bearer tok"}
+AUTH2 = {"Authorization": "Bearer tok2"}
+
+
 async def test_long_poll_answers_at_once_when_behind_and_wakes_on_publish() -> None:
     fleet = Fleet()
+    fleet.admit("fleet", "tasks", "default", "tok")
     channel = fleet.channel("fleet", "default")
     channel.publish(3, {"stt": "deepgram"})
     runner = await fleet.serve("127.0.0.1", 0)
@@ -32,9 +37,12 @@ async def test_long_poll_answers_at_once_when_behind_and_wakes_on_publish() -> N
     url = f"http://127.0.0.1:{port}{FLEET_PATH}/fleet/default"
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.get(url, params={"agent": "a", "generation": "-1"}) as r:
+            async with http.get(
+                url, params={"agent": "a", "generation": "-1", "voiceagent": "tasks"}, headers=AUTH
+            ) as r:
                 assert await r.json() == {"generation": 3, "active": {"stt": "deepgram"}}
-            poll = asyncio.create_task(http.get(url, params={"agent": "a", "generation": "3", "wait": "20"}))
+            params = {"agent": "a", "generation": "3", "wait": "20", "voiceagent": "tasks"}
+            poll = asyncio.create_task(http.get(url, params=params, headers=AUTH))
             await asyncio.sleep(0.2)
             assert not poll.done()  # waiting: the agent runs the current generation
             started = time.perf_counter()
@@ -43,12 +51,44 @@ async def test_long_poll_answers_at_once_when_behind_and_wakes_on_publish() -> N
                 body = await r.json()
             assert body == {"generation": 4, "active": {"stt": "whisper"}}
             assert time.perf_counter() - started < 1.0
-            async with http.get(url, params={"agent": "a", "generation": "4", "wait": "0.1"}) as r:
+            async with http.get(url, params={**params, "generation": "4", "wait": "0.1"}, headers=AUTH) as r:
                 assert (await r.json())["generation"] == 4  # timed out, same generation
             assert channel.rollout(time.monotonic()) == (1, 1)
-            async with http.get(f"http://127.0.0.1:{port}{FLEET_PATH}/fleet/unknown", params={"agent": "a"}) as r:
+            fleet.admit("fleet", "other", "unknown", "tok2")
+            unknown = f"http://127.0.0.1:{port}{FLEET_PATH}/fleet/unknown"
+            async with http.get(unknown, params={"agent": "a", "voiceagent": "other"}, headers=AUTH2) as r:
                 assert r.status == 404
             async with http.get(url, params={"generation": "x"}) as r:
                 assert r.status == 400
     finally:
         await runner.cleanup()
+
+
+async def test_polls_without_the_voiceagents_token_are_refused_and_counted() -> None:
+    fleet = Fleet()
+    fleet.admit("fleet", "tasks", "default", "tok")
+    fleet.channel("fleet", "default").publish(1, {"stt": "deepgram"})
+    runner = await fleet.serve("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}{FLEET_PATH}/fleet/default"
+    before = {r: REFUSED.labels(r)._value.get() for r in ("unknown", "token", "policy")}
+    cases = [
+        ({"voiceagent": "tasks"}, {}, "token"),  # no token
+        ({"voiceagent": "tasks"}, {"Authorization": "Bearer wrong"}, "token"),
+        ({"voiceagent": "intruder"}, AUTH, "unknown"),
+        ({}, AUTH, "unknown"),
+    ]
+    fleet.admit("fleet", "elsewhere", "other-policy", "tok3")
+    cases.append(({"voiceagent": "elsewhere"}, {"Authorization": "Bearer tok3"}, "policy"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for params, headers, _ in cases:
+                query = {"agent": "x", "generation": "0", "errors": "deepgram:5", **params}
+                async with http.get(url, params=query, headers=headers) as r:
+                    assert r.status == 403
+            assert fleet.channel("fleet", "default").take_errors(time.monotonic()) == (0, {})  # nothing counted
+            async with http.get(url, params={"agent": "x", "voiceagent": "tasks"}, headers=AUTH) as r:
+                assert r.status == 200
+    finally:
+        await runner.cleanup()
+    after = {r: REFUSED.labels(r)._value.get() for r in ("unknown", "token", "policy")}
+    assert {r: after[r] - before[r] for r in after} == {"unknown": 2, "token": 2, "policy": 1}

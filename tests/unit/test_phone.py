@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -29,7 +30,7 @@ def agent(name: str = "tasks", **phone_spec: Any) -> VoiceAgent:
     )  # fmt: skip
 
 
-CREDS = phone.Credentials("user", "pass-word")
+CREDS = phone.Credentials("user", "pass-word", b"install-key")
 
 
 def test_desired_trunk_and_rule_carry_the_owner_marker_and_no_password_in_metadata() -> None:
@@ -46,7 +47,16 @@ def test_desired_trunk_and_rule_carry_the_owner_marker_and_no_password_in_metada
 
 def test_password_change_changes_the_trunk() -> None:
     va = agent()
-    assert not phone.desired_trunk(va, CREDS).same_as(phone.desired_trunk(va, phone.Credentials("user", "new")))
+    changed = phone.Credentials("user", "new", b"install-key")
+    assert not phone.desired_trunk(va, CREDS).same_as(phone.desired_trunk(va, changed))
+
+
+def test_the_metadata_fingerprint_is_keyed_per_install_not_a_plain_hash_of_the_password() -> None:
+    unsalted = hashlib.sha256(b"user\0pass-word").hexdigest()
+    metadata = phone.desired_trunk(agent(), CREDS).metadata
+    assert unsalted[:16] not in metadata
+    other_install = phone.desired_trunk(agent(), phone.Credentials("user", "pass-word", b"another-key")).metadata
+    assert json.loads(metadata)["auth"] != json.loads(other_install)["auth"]
 
 
 def observed(trunk: phone.Trunk, id_: str) -> phone.Trunk:

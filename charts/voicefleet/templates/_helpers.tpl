@@ -90,7 +90,8 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   OwnerReferencesPermissionEnforcement admission plugin runs;
 - the children of a VoiceAgent: server-side apply (create + patch) and watch; never update/delete (owner
   references let the garbage collector delete them);
-- Secrets and ConfigMaps it references: read only (ConfigMaps are also children, hence create/patch);
+- Secrets and ConfigMaps it references: read only; ConfigMaps are also children, and so is one Secret per
+  VoiceAgent that follows a ProviderPolicy (its fleet-channel token), hence create/patch;
 - Events: create.
 */ -}}
 {{- define "voicefleet.namespacedRules" }}
@@ -105,7 +106,7 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [update]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [configmaps, serviceaccounts, services]
   verbs: [get, list, watch, create, patch]

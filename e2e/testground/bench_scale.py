@@ -1,0 +1,274 @@
+"""`make bench-scale`: the operator at fleet size — N VoiceAgents on one ProviderPolicy, on kwok nodes.
+
+Measures, on one private test ground (real control plane, kwok nodes, the operator as a real process):
+- the floor: N Deployments of the same pod shape created directly by `kubectl apply`, until all are available;
+- `kubectl apply` of N VoiceAgents (+ the examples' policy and Secrets) until every one is Ready, as a ratio of it;
+- at rest: the operator's API requests per minute by verb (from the apiserver's audit log, the operator's user
+  agents only), its reconciles per minute (its own metric), its RSS (peak over the run, and at rest);
+- an on-call override of the policy until every VoiceAgent's status shows it.
+
+Prints a table; the last line is one JSON object, also written to bench-results/scale-<n>.json.
+`--operator-src DIR` measures another source tree of the operator (e.g. an older commit: `git archive`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testground.kube import AUDIT_LOG, Cluster, KubeStack
+from testground.operator import OperatorProcess, load_examples, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FLEET, RAW = "fleet", "raw"
+PODS_PER_NODE = 250
+AGENTS_PER_NODE = 64
+# User agents of the operator's two clients: kopf (aiohttp) and the storage layer (lightkube on httpx).
+OPERATOR_AGENTS = ("kopf/", "python-httpx/", "lightkube")
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def _agent(template: dict[str, Any], i: int) -> dict[str, Any]:
+    agent: dict[str, Any] = json.loads(json.dumps(template))
+    agent["metadata"] = {"name": f"va-{i:04d}", "namespace": FLEET}
+    agent["spec"]["agentName"] = f"agent-{i:04d}"
+    agent["spec"]["scaling"]["minReplicas"] = 1  # one pod per agent, as the floor's Deployments
+    return agent
+
+
+def _raw_deployment(i: int) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "raw", "app.kubernetes.io/instance": f"raw-{i:04d}"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"raw-{i:04d}", "namespace": RAW, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "agent", "image": "ghcr.io/voicefleet/agent:0.1.0"}]},
+            },
+        },
+    }
+
+
+class Rss:
+    """Samples a process's resident memory every half second."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def now_kb(self) -> int:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak_kb = max(self.peak_kb, self.now_kb())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _audit(cluster: Cluster, since: datetime, until: datetime) -> Counter[str]:
+    """The operator's requests by verb between two instants (completed requests)."""
+    verbs: Counter[str] = Counter()
+    with (cluster.logs_dir / AUDIT_LOG).open() as log:
+        for line in log:
+            event = json.loads(line)
+            if not str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                continue
+            at = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            if since <= at < until:
+                verbs[event["verb"]] += 1
+    return verbs
+
+
+def _reconciles(operator: OperatorProcess) -> float:
+    total = 0.0
+    for line in operator.metrics().splitlines():
+        if line.startswith("voicefleet_operator_reconciles_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _agents(cluster: Cluster) -> list[dict[str, Any]]:
+    items = cluster.api().request("GET", f"/apis/voicefleet.io/v1alpha1/namespaces/{FLEET}/voiceagents", timeout=30)
+    return list(items["items"])
+
+
+def _ready(agent: dict[str, Any]) -> bool:
+    conds = (agent.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path | None) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="voicefleet-bench-scale-"))
+    # room for both fleets' pods, and for the agents' CPU requests (500m each: 64 per kwok node), with a fifth to spare
+    nodes = max(3, -(-2 * n * 6 // 5 // PODS_PER_NODE), -(-n * 5 // 4 // AGENTS_PER_NODE))
+    stack = KubeStack(root, node_count=nodes, audit=True, timeout=180)
+    result: dict[str, Any] = {"n": n, "nodes": nodes, "resync_s": resync_s, "rest_window_s": rest_s}
+    operator: OperatorProcess | None = None
+    rss: Rss | None = None
+    try:
+        cluster = stack.start()
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        for ns in (RAW, FLEET):
+            cluster.kubectl("create", "namespace", ns)
+
+        # The floor: the same number of Deployments, straight from kubectl.
+        t0 = time.monotonic()
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_raw_deployment(i) for i in range(n)),
+                        timeout=timeout)  # fmt: skip
+
+        def raw_available() -> bool:
+            items = cluster.api().request("GET", f"/apis/apps/v1/namespaces/{RAW}/deployments", timeout=30)["items"]
+            return int(sum((d.get("status") or {}).get("availableReplicas", 0) >= 1 for d in items)) == n
+
+        wait_for(f"{n} raw Deployments available", raw_available, timeout=timeout, every=1.0)
+        result["raw_ready_s"] = round(time.monotonic() - t0, 1)
+
+        env = {"VOICEFLEET_RESYNC_SECONDS": str(resync_s)}
+        if operator_src is not None:
+            env["PYTHONPATH"] = f"{operator_src / 'operator'}:{operator_src / 'agent'}"
+        operator = OperatorProcess(cluster.kubeconfig, cluster.logs_dir, env=env)
+        operator.start()
+        assert operator.proc is not None
+        rss = Rss(operator.proc.pid)
+
+        docs = load_examples(ROOT / "examples")
+        template = next(d for d in docs if d["kind"] == "VoiceAgent")
+        shared = [{**d, "metadata": {**d["metadata"], "namespace": FLEET}} for d in docs if d["kind"] != "VoiceAgent"]
+        manifest = yaml.safe_dump_all([*shared, *(_agent(template, i) for i in range(n))])
+        started_at = datetime.now(UTC)
+        t0 = time.monotonic()
+        cluster.kubectl("apply", "-f", "-", input=manifest, timeout=timeout)
+        result["kubectl_apply_s"] = round(time.monotonic() - t0, 1)
+        last_count = [0]
+
+        def all_ready() -> bool:
+            last_count[0] = sum(_ready(a) for a in _agents(cluster))
+            return last_count[0] == n
+
+        try:
+            wait_for(f"{n} VoiceAgents Ready", all_ready, timeout=timeout, every=1.0)
+            result["all_ready_s"] = round(time.monotonic() - t0, 1)
+        except AssertionError:
+            result["all_ready_s"] = None
+            result["ready_at_timeout"] = last_count[0]
+        ready_at = datetime.now(UTC)
+        if result["all_ready_s"]:
+            result["ready_ratio"] = round(result["all_ready_s"] / result["raw_ready_s"], 2)
+        creation = _audit(cluster, started_at, ready_at)
+        result["create_requests_by_verb"] = dict(sorted(creation.items()))
+        result["create_requests_per_agent"] = round(sum(creation.values()) / n, 1)
+
+        # At rest: let the last events drain, then watch one window.
+        time.sleep(min(20.0, rest_s / 3))  # a settling period, not a condition: rest is the absence of change
+        reconciles_before = _reconciles(operator)
+        rest_from = datetime.now(UTC)
+        time.sleep(rest_s)
+        rest_until = datetime.now(UTC)
+        rest_reconciles = _reconciles(operator) - reconciles_before
+        minutes = rest_s / 60
+        at_rest = _audit(cluster, rest_from, rest_until)
+        result["rest_requests_per_min_by_verb"] = {v: round(c / minutes, 1) for v, c in sorted(at_rest.items())}
+        result["rest_writes_per_min"] = round(sum(c for v, c in at_rest.items() if v in WRITES) / minutes, 1)
+        result["rest_reads_per_min"] = round(sum(c for v, c in at_rest.items() if v not in WRITES) / minutes, 1)
+        result["rest_reconciles_per_min"] = round(rest_reconciles / minutes, 1)
+        result["rest_reconciles_per_agent_per_resync"] = round(rest_reconciles / n / (rest_s / resync_s), 3)
+        result["rss_rest_mb"] = round(rss.now_kb() / 1024, 1)
+
+        # The on-call override: pin STT to the policy's second provider.
+        policy = next(d for d in docs if d["kind"] == "ProviderPolicy")
+        pinned = policy["spec"]["stt"]["providers"][1]["name"]
+        t0 = time.monotonic()
+        cluster.kubectl("-n", FLEET, "patch", "providerpolicy", policy["metadata"]["name"], "--type=merge",
+                        "-p", json.dumps({"spec": {"override": {"stt": pinned, "reason": "bench"}}}))  # fmt: skip
+
+        def all_pinned() -> bool:
+            return all(((a.get("status") or {}).get("providers") or {}).get("stt") == pinned for a in _agents(cluster))
+
+        try:
+            wait_for(f"every VoiceAgent on stt={pinned}", all_pinned, timeout=min(timeout, 300), every=0.25)
+            result["override_all_s"] = round(time.monotonic() - t0, 2)
+        except AssertionError:
+            result["override_all_s"] = None
+        result["rss_peak_mb"] = round(rss.peak_kb / 1024, 1)
+    finally:
+        if rss is not None:
+            rss.stop()
+        if operator is not None:
+            operator.stop()
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"] = f"{platform.machine()} cpus={os.cpu_count()}"
+    result["operator_src"] = str(operator_src) if operator_src else "this checkout"
+    return result
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the test ground on the way out
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--rest", type=float, default=60.0, help="seconds of the at-rest window")
+    parser.add_argument("--resync", type=int, default=60, help="the operator's resync period (its default: 60)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this")
+    parser.add_argument("--operator-src", type=Path, help="a source tree of the operator to measure instead")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result = run(args.n, args.rest, args.resync, args.timeout, args.operator_src)
+    rows = [
+        ("VoiceAgents", result["n"]),
+        ("raw Deployments available (s)", result.get("raw_ready_s")),
+        ("kubectl apply of the fleet (s)", result.get("kubectl_apply_s")),
+        ("apply -> all Ready (s)", result.get("all_ready_s")),
+        ("  ratio to the floor", result.get("ready_ratio")),
+        ("  operator requests per agent", result.get("create_requests_per_agent")),
+        ("at rest: writes/min", result.get("rest_writes_per_min")),
+        ("at rest: reads/min", result.get("rest_reads_per_min")),
+        ("at rest: reconciles/min", result.get("rest_reconciles_per_min")),
+        ("  per agent per resync", result.get("rest_reconciles_per_agent_per_resync")),
+        ("RSS peak / at rest (MB)", f"{result.get('rss_peak_mb')} / {result.get('rss_rest_mb')}"),
+        ("override in every status (s)", result.get("override_all_s")),
+        ("load average", " ".join(map(str, result["load_average"]))),
+    ]
+    for what, value in rows:
+        print(f"{what:<34}{value!s:>16}")
+    print(f"{'at rest by verb (per min)':<34}{json.dumps(result.get('rest_requests_per_min_by_verb')):>16}")
+    out = args.out or ROOT / "bench-results" / f"scale-{args.n}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
