@@ -114,11 +114,15 @@ class Telephony:
         try:
             async with self.connect(agent.spec.livekit.url, *creds) as sip:
                 result = await self._sync(agent, sip, auth)
-                if self.clock() - self._swept.get(agent.spec.livekit.url, float("-inf")) >= SWEEP_SECONDS:
-                    await self.sweep(agent.spec.livekit.url, sip)
+                await self._sweep_if_due(agent.spec.livekit.url, sip)
                 return result
         except LiveKitUnavailable as error:
             return PhoneResult("False", "LiveKitUnavailable", str(error), None, retry=True)
+
+    async def _sweep_if_due(self, url: str, sip: Sip) -> None:
+        """Sweep each LiveKit at most every SWEEP_SECONDS: a burst of deletes must not list it once per delete."""
+        if self.clock() - self._swept.get(url, float("-inf")) >= SWEEP_SECONDS:
+            await self.sweep(url, sip)
 
     async def sweep(self, url: str, sip: Sip) -> int:
         """Delete the dispatch rules and trunks this cluster made for VoiceAgents that no longer exist (or have no
@@ -189,4 +193,4 @@ class Telephony:
                 await sip.apply_rule(step)
             for step in phone.plan_trunk(None, await sip.trunks(), me)[0]:
                 await sip.apply_trunk(step)
-            await self.sweep(agent.spec.livekit.url, sip)
+            await self._sweep_if_due(agent.spec.livekit.url, sip)

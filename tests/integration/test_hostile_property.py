@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from lightkube import ApiError, Client, KubeConfig, codecs
 from phone_kit import LiveKitView, agent, number, secrets
@@ -29,10 +29,10 @@ from voicefleet_operator.kube import ProviderPolicyResource, VoiceAgentResource
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-BATCHES = 10
-BATCH_SIZE = 50
+BATCHES = 20
+BATCH_SIZE = 25
 DELETE_WITHIN_S = 10.0
-ANSWER_WITHIN_S = 90.0
+ANSWER_WITHIN_S = 120.0
 
 # Values users get wrong, or that sit right at a limit.
 NASTY_STRINGS = [
@@ -104,50 +104,92 @@ addresses = st.lists(
 )
 big_map = st.builds(lambda n, size: {f"k{i}": "v" * size for i in range(n)}, st.integers(0, 40), st.integers(0, 1100))
 
+
+def near(valid: list[Any], nasty: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Half values a user could mean, half values nobody should send."""
+    return st.one_of(st.sampled_from(valid), nasty)
+
+
+LOOPBACK_URLS = ["ws://127.0.0.1:9", "wss://127.0.0.1:9/rtc", "http://[::1]:9", "http://127.0.0.1:9/v1?x=1"]
 VA_PATHS: list[tuple[tuple[str, ...], st.SearchStrategy[Any]]] = [
-    (("spec", "image"), nasty_text),
-    (("spec", "agentName"), nasty_text),
-    (("spec", "livekit", "url"), nasty_text),
-    (("spec", "livekit", "secretRef", "apiKeyKey"), nasty_text),
-    (("spec", "pipeline", "stt", "provider"), nasty_text),
-    (("spec", "pipeline", "stt", "baseUrl"), nasty_text),
+    (
+        ("spec", "image"),
+        near(["agent:2", "registry.local:5000/voice/agent:1.2", "agent@sha256:" + "a" * 64], nasty_text),
+    ),
+    (("spec", "agentName"), near(["other-agent", "a" * 63], nasty_text)),
+    (("spec", "livekit", "url"), near(LOOPBACK_URLS, nasty_text)),
+    (("spec", "livekit", "secretRef", "apiKeyKey"), near(["apiKey", "key.v2", "missing"], nasty_text)),
+    (("spec", "pipeline", "stt", "provider"), near(["deepgram", "whisper"], nasty_text)),
+    (("spec", "pipeline", "stt", "baseUrl"), near(LOOPBACK_URLS, nasty_text)),
     (("spec", "pipeline", "tts", "options"), st.one_of(big_map, nasty_value)),
     (
         ("spec", "pipeline", "instructions"),
         st.one_of(nasty_text, st.builds(lambda n: "\U0001f600" * n, st.integers(0, 70000))),
     ),
-    (("spec", "pipeline", "vad", "activationThreshold"), nasty_number),
-    (("spec", "scaling", "minReplicas"), nasty_number),
-    (("spec", "scaling", "maxReplicas"), nasty_number),
-    (("spec", "drain", "gracePeriodSeconds"), nasty_number),
+    (("spec", "pipeline", "vad", "activationThreshold"), near([0.05, 0.5, 0.95], nasty_number)),
+    (("spec", "scaling", "minReplicas"), near([1, 2, 1000], nasty_number)),
+    (("spec", "scaling", "maxReplicas"), near([1, 3, 1000], nasty_number)),
+    (("spec", "drain", "gracePeriodSeconds"), near([10, 30, 86400], nasty_number)),
     (("spec", "channels", "phone", "allowedAddresses"), addresses),
     (
         ("spec", "channels", "phone", "minPrefixLength"),
-        st.dictionaries(st.sampled_from(["ipv4", "ipv6"]), nasty_number, max_size=2),
+        st.dictionaries(st.sampled_from(["ipv4", "ipv6"]), near([8, 16, 32, 128], nasty_number), max_size=2),
     ),
-    (("spec", "channels", "phone", "authSecretRef"), st.one_of(st.none(), nasty_value)),
+    (
+        ("spec", "channels", "phone", "authSecretRef"),
+        near([None, {"name": "sip-auth"}, {"name": "nope"}], nasty_value),
+    ),
     (("spec", "channels", "phone", "metadata"), st.one_of(big_map, nasty_value)),
-    (("spec", "channels", "phone", "roomPrefix"), nasty_text),
-    (("spec", "env"), st.lists(st.fixed_dictionaries({"name": nasty_text, "value": nasty_text}), max_size=3)),
+    (("spec", "channels", "phone", "roomPrefix"), near(["", "call_", "a" * 32], nasty_text)),
+    (
+        ("spec", "env"),
+        st.lists(
+            st.fixed_dictionaries(
+                {"name": near(["FOO", "LIVEKIT_URL", "VOICEFLEET_X"], nasty_text), "value": nasty_text}
+            ),
+            max_size=3,
+        ),
+    ),
     (("spec", "env"), st.builds(lambda size: [{"name": "BIG", "value": "x" * size}], st.integers(0, 10000))),
-    (("spec", "resources", "requests"), st.dictionaries(st.sampled_from(["cpu", "memory", "gpu"]), nasty_text)),
-    (("spec", "resources", "limits"), st.dictionaries(st.sampled_from(["cpu", "memory"]), nasty_text)),
+    (
+        ("spec", "resources", "requests"),
+        st.dictionaries(st.sampled_from(["cpu", "memory", "gpu"]), near(["100m", "1", "512Mi", "3Gi"], nasty_text)),
+    ),
+    (
+        ("spec", "resources", "limits"),
+        st.dictionaries(st.sampled_from(["cpu", "memory"]), near(["1", "2Gi", "64Mi"], nasty_text)),
+    ),
     (
         ("spec", "tools", "mcpServers"),
-        st.lists(st.fixed_dictionaries({"name": nasty_text, "url": nasty_text}), max_size=2),
+        st.lists(
+            st.fixed_dictionaries(
+                {"name": near(["tasks", "b"], nasty_text), "url": near(LOOPBACK_URLS[2:], nasty_text)}
+            ),
+            max_size=2,
+        ),
     ),
-    (("spec", "providerPolicyRef"), st.one_of(st.none(), st.fixed_dictionaries({"name": nasty_text}))),
+    (
+        ("spec", "providerPolicyRef"),
+        near([None, {"name": "default"}, {"name": "absent"}], st.fixed_dictionaries({"name": nasty_text})),
+    ),
+    (("spec", "channels", "phone"), st.none()),
 ]
-PP_PATHS: list[tuple[tuple[str, ...], st.SearchStrategy[Any]]] = [
-    (("spec", "stt", "providers", 0, "name"), nasty_text),
-    (("spec", "stt", "providers", 0, "provider"), nasty_text),
-    (("spec", "stt", "providers", 0, "baseUrl"), nasty_text),
+PP_PATHS: list[tuple[tuple[Any, ...], st.SearchStrategy[Any]]] = [
+    (("spec", "stt", "providers", 0, "name"), near(["deepgram-eu", "a" * 63], nasty_text)),
+    (("spec", "stt", "providers", 0, "provider"), near(["deepgram", "whisper"], nasty_text)),
+    (("spec", "stt", "providers", 0, "baseUrl"), near(LOOPBACK_URLS, nasty_text)),
     (("spec", "stt", "providers", 0, "options"), st.one_of(big_map, nasty_value)),
-    (("spec", "llm", "providers", 0, "baseUrl"), nasty_text),
-    (("spec", "override"), st.dictionaries(st.sampled_from(["stt", "llm", "tts", "reason"]), nasty_text)),
-    (("spec", "healthCheck", "intervalSeconds"), nasty_number),
-    (("spec", "healthCheck", "timeoutSeconds"), nasty_number),
-    (("spec", "failback", "mode"), nasty_text),
+    (("spec", "llm", "providers", 0, "baseUrl"), near(LOOPBACK_URLS, nasty_text)),
+    (
+        ("spec", "override"),
+        st.dictionaries(
+            st.sampled_from(["stt", "llm", "tts", "reason"]),
+            near(["deepgram", "whisper", "openai", "nope"], nasty_text),
+        ),
+    ),
+    (("spec", "healthCheck", "intervalSeconds"), near([1, 60, 3600], nasty_number)),
+    (("spec", "healthCheck", "timeoutSeconds"), near([1, 3, 60], nasty_number)),
+    (("spec", "failback", "mode"), near(["Automatic", "Manual"], nasty_text)),
 ]
 NAME_KINDS = ["ok", "ok", "ok", "digit", "dot", "long", "upper", "longest"]
 
@@ -182,7 +224,7 @@ def _set(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
 def drafts(draw: st.DrawFn) -> Draft:
     kind = draw(st.sampled_from(["VoiceAgent", "VoiceAgent", "ProviderPolicy"]))
     paths = VA_PATHS if kind == "VoiceAgent" else PP_PATHS
-    picks = draw(st.lists(st.sampled_from(range(len(paths))), min_size=0, max_size=3, unique=True))
+    picks = draw(st.lists(st.sampled_from(range(len(paths))), min_size=1, max_size=3, unique=True))
     mutations = [(paths[i][0], draw(paths[i][1])) for i in picks]
     name_kind = draw(st.sampled_from(NAME_KINDS)) if kind == "VoiceAgent" else "ok"
     return Draft(kind, name_kind, mutations)
@@ -291,8 +333,14 @@ def neighbour(ns: Namespace) -> tuple[Any, ...]:
             config["metadata"]["resourceVersion"])  # fmt: skip
 
 
-@settings(max_examples=BATCHES, deadline=None, phases=[Phase.generate], derandomize=True,
-          suppress_health_check=list(HealthCheck))  # fmt: skip
+@seed(20261130)  # fixed: CI meets the same objects every run (the README names the figures)
+@settings(
+    max_examples=BATCHES,
+    deadline=None,
+    phases=[Phase.generate],
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(batch=st.lists(drafts(), min_size=BATCH_SIZE, max_size=BATCH_SIZE))
 def test_every_generated_object_is_refused_naming_a_field_or_answered_and_deletable(
     arena: Arena, livekit: LiveKit, operator: OperatorProcess, batch: list[Draft]
@@ -329,6 +377,8 @@ def test_every_generated_object_is_refused_naming_a_field_or_answered_and_deleta
             if probe.answered(*key, generation):
                 del pending[key]
         time.sleep(0.5)
+    answered_s = time.monotonic() - (deadline - ANSWER_WITHIN_S)
+    print(f"batch: {len(built)} sent, {len(admitted)} admitted, all answered in {answered_s:.1f}s")
     assert not pending, "admitted but never answered: " + "; ".join(
         f"{k}: {c.mutations}" for k, (_g, c) in pending.items()
     )
