@@ -9,13 +9,15 @@ from typing import Any, TypedDict
 
 from livekit.agents import AgentSession, CloseEvent, JobContext, inference, llm
 from livekit.agents.inference import TurnDetectorVersions
-from livekit.agents.llm.mcp import MCPServerHTTP, MCPToolset
+from livekit.agents.llm.mcp import MCPToolset
 from livekit.agents.vad import VAD
 from livekit.agents.voice.turn import EndpointingOptions, TurnDetectionMode, TurnHandlingOptions
 
-from voicefleet_agent.assistant import TaskAssistant
+from voicefleet_agent.assistant import TaskAssistant, transcript
+from voicefleet_agent.confirm import ConfirmationGate
 from voicefleet_agent.contract import TASKS_MCP_SERVER, AgentConfig, VadConfig
 from voicefleet_agent.fleet_client import FleetFollower, process_follower
+from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.metrics import SessionRecorder, default_metrics
 from voicefleet_agent.providers import Pipeline, build_pipeline
 from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
@@ -86,10 +88,14 @@ def tasks_client(config: AgentConfig) -> TasksClient | None:
     return None
 
 
-def other_toolsets(config: AgentConfig) -> list[llm.Toolset]:
-    """Tools of every configured MCP server except the tasks one, which the assistant wraps itself."""
+def other_toolsets(config: AgentConfig, gate: ConfirmationGate) -> list[llm.Toolset]:
+    """Tools of every configured MCP server except the tasks one, which the assistant wraps itself; the tools each
+    server declares destructive ask the user first, through the session's ``gate``."""
     return [
-        MCPToolset(id=s.name, mcp_server=MCPServerHTTP(s.url, transport_type="streamable_http"))
+        MCPToolset(
+            id=s.name,
+            mcp_server=GuardedMCPServer(s.url, gate=gate, transcript=transcript, transport_type="streamable_http"),
+        )
         for s in config.mcp_servers
         if s.name != TASKS_MCP_SERVER
     ]
@@ -155,11 +161,13 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None
     ctx.add_shutdown_callback(on_shutdown)
     session.on("close", on_close)
 
+    gate = ConfirmationGate()
     assistant = TaskAssistant(
         instructions=config.instructions,
         tasks=tasks,
         filler_after_ms=config.filler_after_ms,
-        toolsets=other_toolsets(config),
+        toolsets=other_toolsets(config, gate),
+        confirmations=gate,
     )
     await session.start(agent=assistant, room=ctx.room)
     session.say(GREETING)

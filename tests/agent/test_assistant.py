@@ -93,7 +93,7 @@ async def test_delete_requires_a_spoken_yes(scripted_session: Session, tasks: Ta
     llm.script(call("delete_task", task_id=task.id), say("Delete 'buy milk'?"))
     first: RunResult[Any] = await session.run(user_input="Delete buy milk")
     output = first.expect[1].is_function_call_output(is_error=False).event().item.output
-    assert output.startswith("NOT DELETED YET")
+    assert output.startswith("NOT DONE YET")
     assert store.get(task.id).title == "buy milk"
 
     llm.script(call("delete_task", task_id=task.id), say("Deleted."))
@@ -121,11 +121,20 @@ async def test_the_llm_cannot_confirm_for_the_user(
 
     outputs = [e.item.output for e in result.events if e.type == "function_call_output"]
     assert len(outputs) == 2
-    assert all(o.startswith("NOT DELETED YET") for o in outputs)
+    assert all(o.startswith("NOT DONE YET") for o in outputs)
     assert [t.id for t in store.list_tasks()] == [task.id]
 
 
-@pytest.mark.parametrize("answer", ["No", "yes but not that one", "Which one was that?"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "No",
+        "yes but not that one",
+        "Which one was that?",
+        "Okay, actually the eggs one",
+        "Right, what was on it again?",
+    ],
+)
 async def test_anything_but_a_clear_yes_keeps_the_task(
     scripted_session: Session, tasks: TasksClient, store: TaskStore, answer: str
 ) -> None:
@@ -138,7 +147,7 @@ async def test_anything_but_a_clear_yes_keeps_the_task(
     llm.script(call("delete_task", task_id=task.id), say("OK."))
     result: RunResult[Any] = await session.run(user_input=answer)
 
-    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DELETED YET")
+    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DONE YET")
     assert [t.id for t in store.list_tasks()] == [task.id]
 
 
@@ -154,8 +163,24 @@ async def test_a_yes_to_another_task_deletes_nothing(
     llm.script(call("delete_task", task_id=eggs.id), say("OK."))
     result: RunResult[Any] = await session.run(user_input="yes")
 
-    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DELETED YET")
+    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DONE YET")
     assert sorted(t.id for t in store.list_tasks()) == [milk.id, eggs.id]
+
+
+async def test_a_yes_to_a_question_that_did_not_name_the_task_deletes_nothing(
+    scripted_session: Session, tasks: TasksClient, store: TaskStore
+) -> None:
+    session, llm = scripted_session
+    await start(session, tasks)
+    task = store.add("buy milk")
+    llm.script(call("delete_task", task_id=task.id), say("Are you sure?"))
+    await session.run(user_input="Delete buy milk")
+
+    llm.script(call("delete_task", task_id=task.id), say("OK."))
+    result: RunResult[Any] = await session.run(user_input="Yes")
+
+    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DONE YET")
+    assert [t.id for t in store.list_tasks()] == [task.id]
 
 
 async def test_clear_tasks_requires_a_spoken_yes(

@@ -9,7 +9,9 @@ from agent_testkit import make_config
 from livekit.agents import inference
 from livekit.agents.llm.mcp import MCPToolset
 
+from voicefleet_agent.confirm import ConfirmationGate
 from voicefleet_agent.contract import McpServerConfig, VadConfig
+from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.session import other_toolsets, tasks_client, turn_detection, turn_handling, vad_options
 
 
@@ -65,6 +67,7 @@ def test_the_tasks_server_is_wrapped_and_the_others_exposed() -> None:
 
     client = tasks_client(config)
     assert client is not None and client.url == "http://tasks:8800/mcp"
-    [toolset] = other_toolsets(config)
+    [toolset] = other_toolsets(config, ConfirmationGate())
     assert isinstance(toolset, MCPToolset) and toolset.id == "calendar"
+    assert isinstance(toolset._mcp_server, GuardedMCPServer)
     assert tasks_client(make_config(mcp_servers=())) is None

@@ -75,16 +75,23 @@ async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Calle
     )
 
 
-async def test_spoken_delete_is_confirmed_first(voice_stack: VoiceStack, caller: Caller) -> None:
+async def test_spoken_delete_runs_only_after_a_spoken_yes(voice_stack: VoiceStack, caller: Caller) -> None:
     voice_stack.store.add("buy milk")
 
     # "Delete buy milk from my tasks" is often heard "delete by milk from my turks"; this phrasing is heard right
     ask = await caller.turn("Delete milk from my list", timeout=TURN_TIMEOUT)
     question = await caller.wait_transcript("agent", after=ask.utterance.ended_at)
-    assert "?" in question.text, question.text
+    assert "?" in question.text and "milk" in question.text.lower(), question.text
     assert any("milk" in t for t in titles(voice_stack)), "deleted before the user confirmed"
 
-    await caller.turn("Yes", timeout=TURN_TIMEOUT)
+    other = await caller.turn("Right, what was on it again?", timeout=TURN_TIMEOUT)
+    await caller.wait_transcript("agent", after=other.utterance.ended_at)
+    assert any("milk" in t for t in titles(voice_stack)), "an answer that is not a yes deleted the task"
+
+    ask = await caller.turn("Delete milk from my list", timeout=TURN_TIMEOUT)
+    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at)
+    assert "?" in question.text, question.text
+    await caller.turn("Yes, delete it.", timeout=TURN_TIMEOUT)
     await eventually(lambda: not titles(voice_stack), timeout=5, what="task deleted after yes", caller=caller)
 
 
