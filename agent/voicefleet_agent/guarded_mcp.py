@@ -11,12 +11,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+import httpx2
 import mcp.types
 from livekit.agents import RunContext, function_tool
 from livekit.agents.llm import RawFunctionTool
 from livekit.agents.llm.mcp import MCPServerHTTP, MCPToolOptions
 
 from voicefleet_agent.confirm import Action, Confirmation, ConfirmationGate, Message, Verdict
+from voicefleet_agent.http import http_client
 
 AnyTool: TypeAlias = "RawFunctionTool[Any, Any]"
 
@@ -52,6 +54,20 @@ class GuardedMCPServer(MCPServerHTTP):
         super().__init__(url, **kwargs)
         self._gate = gate
         self._transcript = transcript
+
+    def _create_http_client(
+        self,
+        headers: dict[str, Any] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        # the base class's client would build an SSL context on the session's loop
+        self._http_client = http_client(
+            timeout=timeout if timeout is not None else httpx2.Timeout(self._timeout, read=self._sse_read_timeout),
+            headers=headers if headers is not None else self._headers,
+            **({"auth": auth} if auth is not None else {}),
+        )
+        return self._http_client
 
     async def list_tools(self, *, tool_options: dict[str, MCPToolOptions] | None = None) -> list[AnyTool]:
         tools = await super().list_tools(tool_options=tool_options)

@@ -15,7 +15,8 @@ from pathlib import Path
 from livekit.agents import AgentServer, JobContext, JobProcess, inference
 
 from voicefleet_agent.config import load_config
-from voicefleet_agent.contract import AgentConfig
+from voicefleet_agent.contract import AgentConfig, tasks_token_key
+from voicefleet_agent.http import ssl_context
 from voicefleet_agent.metrics import default_metrics, reap_dead_processes
 from voicefleet_agent.session import run_session, vad_options
 from voicefleet_agent.worker_options import preload_local_inference, server_options
@@ -25,12 +26,15 @@ CONFIG = load_config()
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download)."""
+    """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download),
+    the process's SSL context (so no session builds one on its loop) and the tasks token key."""
     proc.userdata["vad"] = inference.VAD(model="silero", **vad_options(CONFIG.vad))
+    proc.userdata["token_key"] = tasks_token_key(os.environ)
+    ssl_context()
 
 
 async def entrypoint(ctx: JobContext) -> None:
-    await run_session(ctx, CONFIG, vad=ctx.proc.userdata["vad"])
+    await run_session(ctx, CONFIG, vad=ctx.proc.userdata["vad"], token_key=ctx.proc.userdata["token_key"])
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -19,6 +19,7 @@ from livekit.agents.vad import VAD
 from livekit.plugins import cartesia, deepgram, openai
 
 from voicefleet_agent.contract import AgentConfig, Modality, ProviderConfig, ProviderKind
+from voicefleet_agent.http import openai_client
 from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
 
 log = logging.getLogger(__name__)
@@ -139,21 +140,15 @@ def _openai_key(config: ProviderConfig, environ: Environ) -> str | None:
 
 def _build_whisper(config: ProviderConfig, environ: Environ) -> AnySTT:
     kwargs = _options(config, {"language": str, "prompt": str})
-    if (key := _openai_key(config, environ)) is not None:
-        kwargs["api_key"] = key
-    if config.base_url:
-        kwargs["base_url"] = config.base_url
+    client = openai_client(base_url=config.base_url or None, api_key=_openai_key(config, environ))
     # POST /audio/transcriptions per utterance: not streaming, so it runs behind a VAD StreamAdapter
-    return openai.STT(model=config.model, use_realtime=False, **kwargs)
+    return openai.STT(model=config.model, use_realtime=False, client=client, **kwargs)
 
 
 def _build_openai_llm(config: ProviderConfig, environ: Environ) -> AnyLLM:
     kwargs = _options(config, {"temperature": float, "max_completion_tokens": int, "parallel_tool_calls": _bool})
-    if (key := _openai_key(config, environ)) is not None:
-        kwargs["api_key"] = key
-    if config.base_url:
-        kwargs["base_url"] = config.base_url
-    return openai.LLM(model=config.model, **kwargs)
+    client = openai_client(base_url=config.base_url or None, api_key=_openai_key(config, environ))
+    return openai.LLM(model=config.model, client=client, **kwargs)
 
 
 def _build_cartesia(config: ProviderConfig, environ: Environ) -> AnyTTS:

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
+from livekit import rtc
 from livekit.agents import AgentSession, CloseEvent, JobContext, inference, llm
 from livekit.agents.inference import TurnDetectorVersions
 from livekit.agents.llm.mcp import MCPToolset
 from livekit.agents.vad import VAD
+from livekit.agents.voice.room_io import RoomOptions
 from livekit.agents.voice.turn import EndpointingOptions, TurnDetectionMode, TurnHandlingOptions
 
 from voicefleet_agent.assistant import TaskAssistant, transcript
 from voicefleet_agent.confirm import ConfirmationGate
-from voicefleet_agent.contract import TASKS_MCP_SERVER, AgentConfig, VadConfig
+from voicefleet_agent.contract import (
+    ENV_TASKS_TOKEN_KEY,
+    SIP_PHONE_NUMBER_ATTRIBUTE,
+    TASKS_MCP_SERVER,
+    TASKS_TOKEN_TTL_SECONDS,
+    AgentConfig,
+    CallerClaims,
+    VadConfig,
+    sign_caller_token,
+)
 from voicefleet_agent.fleet_client import FleetFollower, process_follower
 from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.metrics import SessionRecorder, default_metrics
@@ -81,10 +93,25 @@ def vad_options(vad: VadConfig) -> VadOptions:
     }
 
 
-def tasks_client(config: AgentConfig) -> TasksClient | None:
+def caller_identity(kind: int, identity: str, attributes: Mapping[str, str]) -> str:
+    """Whose tasks a session serves: a phone caller by number, anyone else by participant identity."""
+    number = attributes.get(SIP_PHONE_NUMBER_ATTRIBUTE)
+    if kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP and number:
+        return f"phone:{number}"
+    return f"participant:{identity}"
+
+
+def caller_token(caller: str, key: bytes, *, session_id: str, now: float) -> str:
+    """The session's token for the tasks server, naming ``caller``."""
+    issued = int(now)
+    claims = CallerClaims(sub=caller, sid=session_id, iat=issued, exp=issued + TASKS_TOKEN_TTL_SECONDS)
+    return sign_caller_token(claims, key)
+
+
+def tasks_client(config: AgentConfig, *, token: str | None = None) -> TasksClient | None:
     for server in config.mcp_servers:
         if server.name == TASKS_MCP_SERVER:
-            return TasksClient(server.url)
+            return TasksClient(server.url, token=token)
     return None
 
 
@@ -129,12 +156,17 @@ def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], No
     return unfollow
 
 
-async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None:
-    """Start the agent in the job's room; the session ends with the room or the job."""
+async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_key: bytes | None) -> None:
+    """Start the agent in the job's room for its caller; the session ends with the room or the job."""
+    participant = await ctx.wait_for_participant()
+    caller = caller_identity(participant.kind, participant.identity, participant.attributes)
+    if token_key is None:
+        log.error("%s is not set: the task service will refuse this session's calls", ENV_TASKS_TOKEN_KEY)
+    token = caller_token(caller, token_key, session_id=ctx.room.name, now=time.time()) if token_key else None
     follower = process_follower(config.policy_name)
     pipeline = build_pipeline(config, vad=vad, active=follower.active if follower else None)
     unfollow = follow_fleet(pipeline, follower) if follower is not None else None
-    tasks = tasks_client(config)
+    tasks = tasks_client(config, token=token)
     session: AgentSession[Any] = AgentSession(
         stt=pipeline.stt.model,
         llm=pipeline.llm.model,
@@ -169,5 +201,8 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None
         toolsets=other_toolsets(config, gate),
         confirmations=gate,
     )
-    await session.start(agent=assistant, room=ctx.room)
+    # the session hears exactly the caller whose tasks it serves
+    await session.start(
+        agent=assistant, room=ctx.room, room_options=RoomOptions(participant_identity=participant.identity)
+    )
     session.say(GREETING)

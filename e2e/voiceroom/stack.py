@@ -7,6 +7,7 @@ ground's ``Supervisor``), so ``stop()`` ends exactly what was started and a kill
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 import urllib.error
@@ -16,14 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
 
 from testground.process import ComponentError, Process, Supervisor, free_port, http_ok
 from voicefleet_agent import contract
 from voicefleet_agent.contract import AgentConfig, McpServerConfig, ProviderConfig, VadConfig
-from voicefleet_tasks.store import TaskStore
+from voicefleet_agent.session import caller_identity
+from voicefleet_tasks.store import OwnerTasks, TaskStore
 
 AGENT_NAME = "voiceroom-tasks"
+DEFAULT_CALLER = "caller"  # Caller's default identity
 INSTRUCTIONS = "You manage the user's tasks. Be brief."
 STARTUP_TIMEOUT = 90.0
 OFFLINE_SERVICES = ("deepgram", "openai", "cartesia")
@@ -170,12 +174,15 @@ class VoiceStack:
     urls: OfflineUrls = field(init=False)
     config: AgentConfig = field(init=False)
     db: Path = field(init=False)
+    task_db: TaskStore = field(init=False)
+    store: OwnerTasks = field(init=False)
     tasks_url: str = field(init=False)
     worker_port: int = field(init=False)
     metrics_port: int = field(init=False)
     worker: Process = field(init=False)
 
     def __post_init__(self) -> None:
+        self.token_key = secrets.token_urlsafe(32)  # shared by the worker and the tasks server, like a Secret
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs_dir = self.root / "logs"
         self.supervisor = Supervisor(self.logs_dir)
@@ -222,11 +229,18 @@ class VoiceStack:
         self.db = self.root / "tasks.db"
         port = free_port()
         proc = self.supervisor.spawn(
-            "tasks", [sys.executable, "-m", "voicefleet_tasks", "--db", str(self.db), "--port", str(port)]
+            "tasks",
+            [sys.executable, "-m", "voicefleet_tasks", "--db", str(self.db), "--port", str(port)],
+            env={contract.ENV_TASKS_TOKEN_KEY: self.token_key},
         )
         proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout, "serving")
         self.tasks_url = f"http://127.0.0.1:{port}/mcp"
-        self.store = TaskStore(self.db)
+        self.task_db = TaskStore(self.db)
+        self.store = self.tasks_of(DEFAULT_CALLER)
+
+    def tasks_of(self, identity: str) -> OwnerTasks:
+        """The task list the agent keeps for the caller who joins as ``identity`` (``store``: the default caller)."""
+        return self.task_db.of(caller_identity(rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, identity, {}))
 
     def _start_worker(self, timeout: float) -> None:
         config = agent_config(self.urls, self.tasks_url, agent_name=self.agent_name)
@@ -245,6 +259,7 @@ class VoiceStack:
             contract.ENV_PROMETHEUS_MULTIPROC_DIR: str(prometheus_dir),
             contract.ENV_WORKER_PORT: str(self.worker_port),
             contract.ENV_METRICS_PORT: str(self.metrics_port),
+            contract.ENV_TASKS_TOKEN_KEY: self.token_key,
         }
         self.worker = self.supervisor.spawn("worker", [sys.executable, "-m", "voicefleet_agent", "start"], env=env)
         self.worker.wait_ready(self.registered, timeout, "registered with livekit-server")
