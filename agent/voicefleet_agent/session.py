@@ -32,7 +32,7 @@ from voicefleet_agent.fleet_client import FleetFollower, process_follower
 from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.metrics import SessionRecorder, default_metrics
 from voicefleet_agent.providers import Pipeline, build_pipeline
-from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
+from voicefleet_agent.switching import Switching
 from voicefleet_agent.tasks_client import TasksClient, close_quietly
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def other_toolsets(config: AgentConfig, gate: ConfirmationGate) -> list[llm.Tool
 
 
 def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], None]:
-    """Report this session's provider errors to the operator and move its STT with the fleet; returns the undo."""
+    """Report this session's provider errors to the operator and move every switching modality with the fleet;
+    returns the undo."""
     undo: list[Callable[[], None]] = []
     for chain in pipeline.chains():
         for member in chain.members:
@@ -139,13 +140,12 @@ def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], No
 
             member.instance.on("error", on_error)
             undo.append(functools.partial(member.instance.off, "error", on_error))
-    stt_model, llm_model = pipeline.stt.model, pipeline.llm.model
+    switching = [(chain.modality, chain.model) for chain in pipeline.chains() if isinstance(chain.model, Switching)]
 
     def on_change(_generation: int, active: dict[str, str]) -> None:
-        if isinstance(stt_model, SwitchingSTT) and (name := active.get("stt")) is not None:
-            stt_model.switch(name)
-        if isinstance(llm_model, SwitchingLLM) and (name := active.get("llm")) is not None:
-            llm_model.switch(name)
+        for modality, model in switching:
+            if (name := active.get(modality)) is not None:
+                model.switch(name)
 
     undo.append(follower.subscribe(on_change))
 
