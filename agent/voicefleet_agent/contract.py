@@ -35,6 +35,8 @@ FLEET_PATH = "/v1/fleet"
 # Dev/test overrides of the ports below (a pod never sets them).
 ENV_WORKER_PORT = "VOICEFLEET_WORKER_PORT"
 ENV_METRICS_PORT = "VOICEFLEET_METRICS_PORT"
+# Log every event-loop callback of a job process that uses this much CPU (voicefleet_agent.loopwatch).
+ENV_LOOP_CPU_WARN_MS = "VOICEFLEET_LOOP_CPU_WARN_MS"
 
 # Where the operator mounts the rendered config inside the pod.
 CONFIG_DIR = "/etc/voicefleet"

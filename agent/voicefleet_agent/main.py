@@ -14,9 +14,9 @@ from pathlib import Path
 
 from livekit.agents import AgentServer, JobContext, JobProcess, inference
 
+from voicefleet_agent import http, loopwatch
 from voicefleet_agent.config import load_config
 from voicefleet_agent.contract import AgentConfig, tasks_token_key
-from voicefleet_agent.http import ssl_context
 from voicefleet_agent.metrics import default_metrics, reap_dead_processes
 from voicefleet_agent.session import run_session, vad_options
 from voicefleet_agent.worker_options import preload_local_inference, server_options
@@ -27,10 +27,12 @@ CONFIG = load_config()
 
 def prewarm(proc: JobProcess) -> None:
     """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download),
-    the process's SSL context (so no session builds one on its loop) and the tasks token key."""
+    the process's SSL context and lazily imported modules (so no session pays for them on its loop), the tasks
+    token key."""
+    loopwatch.install_from_env(os.environ)
     proc.userdata["vad"] = inference.VAD(model="silero", **vad_options(CONFIG.vad))
     proc.userdata["token_key"] = tasks_token_key(os.environ)
-    ssl_context()
+    http.prewarm()
 
 
 async def entrypoint(ctx: JobContext) -> None:

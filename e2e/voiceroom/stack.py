@@ -21,12 +21,17 @@ from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
 
 from testground.process import ComponentError, Process, Supervisor, free_port, http_ok
-from voicefleet_agent import contract
+from voicefleet_agent import contract, loopwatch
 from voicefleet_agent.contract import AgentConfig, McpServerConfig, ProviderConfig, VadConfig
 from voicefleet_agent.session import caller_identity
 from voicefleet_tasks.store import OwnerTasks, TaskStore
 
 AGENT_NAME = "voiceroom-tasks"
+# a session's loop callbacks using this much CPU are logged (loopwatch), and livekit-agents' own loop monitor reports
+# stalls of the loop this long by the wall clock (its floor)
+LOOP_CPU_WARN_MS = 20
+LOOP_HOG = loopwatch.MESSAGE
+LOOP_BLOCKED = "event loop blocked for"
 DEFAULT_CALLER = "caller"  # Caller's default identity
 INSTRUCTIONS = "You manage the user's tasks. Be brief."
 STARTUP_TIMEOUT = 90.0
@@ -260,6 +265,8 @@ class VoiceStack:
             contract.ENV_WORKER_PORT: str(self.worker_port),
             contract.ENV_METRICS_PORT: str(self.metrics_port),
             contract.ENV_TASKS_TOKEN_KEY: self.token_key,
+            contract.ENV_LOOP_CPU_WARN_MS: str(LOOP_CPU_WARN_MS),
+            "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": str(LOOP_CPU_WARN_MS),
         }
         self.worker = self.supervisor.spawn("worker", [sys.executable, "-m", "voicefleet_agent", "start"], env=env)
         self.worker.wait_ready(self.registered, timeout, "registered with livekit-server")
@@ -273,6 +280,37 @@ class VoiceStack:
     def registered(self) -> bool:
         """The worker has registered with livekit-server (so a dispatch reaches it)."""
         return "registered worker" in self.worker.log.read_text(errors="replace")
+
+    def log_offset(self) -> int:
+        """Where the worker log ends now (pass it to ``loop_blocks``)."""
+        return self.worker.log.stat().st_size
+
+    def session_log(self, since: int = 0) -> list[dict[str, Any]]:
+        """The job processes' log records (JSON lines) written after ``since``; the worker's own are left out."""
+        with self.worker.log.open("rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("pid") != self.worker.popen.pid:
+                records.append(record)
+        return records
+
+    def loop_hogs(self, since: int = 0) -> list[str]:
+        """Loop callbacks of a session that used at least LOOP_CPU_WARN_MS of CPU (``voicefleet_agent.loopwatch``)."""
+        return [str(r["message"]) for r in self.session_log(since) if str(r.get("message", "")).startswith(LOOP_HOG)]
+
+    def loop_stalls(self, since: int = 0) -> list[str]:
+        """The framework's wall-clock "event loop blocked" reports (which include the machine not scheduling us)."""
+        return [
+            f"{r['message']} (loop CPU {float(r.get('cpu_time') or 0) * 1000:.0f} ms)"
+            for r in self.session_log(since)
+            if LOOP_BLOCKED in str(r.get("message", ""))
+        ]
 
     def worker_status(self) -> dict[str, Any]:
         """The worker's ``GET /worker``: agent_name, worker_load, active_jobs, ..."""

@@ -7,6 +7,7 @@ titles look for the key word. Timings are bounded generously: this is a shared 2
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 
@@ -46,6 +47,23 @@ async def test_spoken_request_lands_in_sqlite(voice_stack: VoiceStack, caller: C
     assert "milk" in heard.text.lower()
     assert "added" in answer.text.lower()
     assert 0 < turn.voice_to_voice < TURN_TIMEOUT
+
+
+async def test_a_session_never_blocks_the_agent_loop_for_20ms(voice_stack: VoiceStack) -> None:
+    """Greeting, a tool turn and a long answer in a fresh room: no callback on the session's loop may use 20 ms of
+    CPU (an SSL context, a client, a lazy import, a model, a big numpy step would)."""
+    voice_stack.store.clear()
+    since = voice_stack.log_offset()
+    async with Caller(voice_stack.livekit, f"room-{secrets.token_hex(4)}") as caller:
+        await caller.dispatch(voice_stack.agent_name)
+        await caller.greeting()
+        await caller.turn("Add buy milk to my tasks", timeout=TURN_TIMEOUT)
+        for title in ("call the dentist", "pay the rent", "water the plants"):
+            voice_stack.store.add(title)
+        await caller.turn("Show me my list", timeout=TURN_TIMEOUT)
+
+    # by CPU time, not the wall clock: on this shared machine wall-time stalls also come from not being scheduled
+    assert voice_stack.loop_hogs(since) == [], "\n".join(voice_stack.loop_stalls(since))
 
 
 async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Caller) -> None:
