@@ -118,7 +118,14 @@ class McpServerConfig(_Model):
     url: str
 
 
-_OMITTED_WHEN_UNSET = ("max_sessions", "idle_processes", "min_endpointing_delay_ms", "max_endpointing_delay_ms")
+_OMITTED_WHEN_UNSET = (
+    "max_sessions",
+    "idle_processes",
+    "min_endpointing_delay_ms",
+    "max_endpointing_delay_ms",
+    "min_interruption_ms",
+    "false_interruption_timeout_ms",
+)
 
 
 class AgentConfig(_Model):
@@ -134,6 +141,13 @@ class AgentConfig(_Model):
     # None: the framework's defaults (0.3 s / 2.5 s with semantic turn detection, 0.5 s / 3 s otherwise)
     min_endpointing_delay_ms: int | None = Field(default=None, ge=0)
     max_endpointing_delay_ms: int | None = Field(default=None, ge=0)
+    # None: the agent's barge-in defaults (voicefleet_agent.session), not the framework's 0.5 s / 2 s
+    min_interruption_ms: int | None = Field(
+        default=None, ge=0, description="Speech the caller must make before the agent's audio pauses."
+    )
+    false_interruption_timeout_ms: int | None = Field(
+        default=None, ge=0, description="Silence after a pause with no words heard before the agent resumes."
+    )
     instructions: str
     mcp_servers: tuple[McpServerConfig, ...] = ()
     filler_after_ms: int = 700

@@ -63,11 +63,31 @@ def turn_detection(
     return config.turn_detection
 
 
+# Barge-in: the agent's audio pauses as soon as the VAD has heard this much of the caller (the framework waits
+# 0.5 s, which callers hear as the agent talking over them), and resumes when no words come of it (a cough, a
+# backchannel such as "uh-huh", which Deepgram drops as a filler word unless asked for) after this much silence.
+# A pause costs nothing when it was a false alarm; a final transcript turns it into an interruption.
+MIN_INTERRUPTION_S = 0.05
+FALSE_INTERRUPTION_TIMEOUT_S = 1.0
+
+
 def turn_handling(config: AgentConfig, *, detection: TurnDetectionMode | None = None) -> TurnHandlingOptions:
+    min_interruption = MIN_INTERRUPTION_S if config.min_interruption_ms is None else config.min_interruption_ms / 1000
+    false_timeout = (
+        FALSE_INTERRUPTION_TIMEOUT_S
+        if config.false_interruption_timeout_ms is None
+        else config.false_interruption_timeout_ms / 1000
+    )
     options: TurnHandlingOptions = {
         "turn_detection": detection if detection is not None else turn_detection(config),
         # barge-in on voice activity; "adaptive" would call LiveKit's hosted inference, which pods cannot reach
-        "interruption": {"enabled": True, "mode": "vad"},
+        "interruption": {
+            "enabled": True,
+            "mode": "vad",
+            "min_duration": min_interruption,
+            "resume_false_interruption": True,
+            "false_interruption_timeout": false_timeout,
+        },
     }
     endpointing: EndpointingOptions = {}
     if config.min_endpointing_delay_ms is not None:

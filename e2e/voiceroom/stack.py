@@ -77,8 +77,9 @@ def agent_config(urls: OfflineUrls, tasks_url: str, *, agent_name: str = AGENT_N
         "agent_name": agent_name,
         "instructions": INSTRUCTIONS,
         "stt": (
+            # no filler words, as Deepgram's own default: a backchannel ("uh-huh") is then no words at all
             ProviderConfig(name="deepgram", provider="deepgram", model="nova-3", base_url=urls.deepgram,
-                           api_key_env="DEEPGRAM_API_KEY"),
+                           api_key_env="DEEPGRAM_API_KEY", options={"filler_words": "false"}),
             ProviderConfig(name="whisper", provider="whisper", model="whisper-1", base_url=urls.openai,
                            api_key_env="OPENAI_API_KEY"),
         ),

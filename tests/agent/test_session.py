@@ -23,6 +23,8 @@ from voicefleet_agent.contract import (
 )
 from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.session import (
+    FALSE_INTERRUPTION_TIMEOUT_S,
+    MIN_INTERRUPTION_S,
     caller_identity,
     caller_token,
     other_toolsets,
@@ -58,11 +60,19 @@ def test_other_modes_pass_through(mode: str) -> None:
     assert turn_detection(make_config(turn_detection=mode)) == mode
 
 
-def test_barge_in_is_on_and_never_needs_the_cloud() -> None:
+def test_barge_in_pauses_at_once_resumes_after_a_false_alarm_and_never_needs_the_cloud() -> None:
     options = turn_handling(make_config(turn_detection="vad"))
 
-    assert options["interruption"] == {"enabled": True, "mode": "vad"}
+    assert options["interruption"] == {
+        "enabled": True,
+        "mode": "vad",
+        "min_duration": MIN_INTERRUPTION_S,
+        "resume_false_interruption": True,
+        "false_interruption_timeout": FALSE_INTERRUPTION_TIMEOUT_S,
+    }
     assert options["turn_detection"] == "vad"
+    tuned = turn_handling(make_config(min_interruption_ms=500, false_interruption_timeout_ms=2000))["interruption"]
+    assert (tuned["min_duration"], tuned["false_interruption_timeout"]) == (0.5, 2.0)
 
 
 def test_endpointing_delays_only_when_configured() -> None:

@@ -93,6 +93,25 @@ async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Calle
     )
 
 
+async def test_a_backchannel_does_not_cut_the_agents_reply(voice_stack: VoiceStack, caller: Caller) -> None:
+    """ "uh-huh" while the agent reads the list pauses it at most (no words come of it: Deepgram drops filler words);
+    the reply resumes and ends whole, not interrupted."""
+    for title in ("call the dentist", "pay the rent", "water the plants", "book the flights", "renew the passport"):
+        voice_stack.store.add(title)
+    key = 'voicefleet_agent_interruptions_total{agent="voiceroom-tasks"}'
+    request = await caller.say("Show me my list")
+    reply_started = await caller.wait_agent_speech(request.ended_at, timeout=TURN_TIMEOUT)
+    await eventually(lambda: time.monotonic() - reply_started > 1.0, timeout=5, what="agent mid-sentence")
+    before = voice_stack.metric_samples().get(key, 0.0)
+
+    await caller.say("uh-huh")
+    answer = await caller.wait_transcript("agent", after=request.ended_at, timeout=30, contains="passport")
+
+    assert "passport" in answer.text.lower()  # the list was read to its end
+    assert voice_stack.metric_samples().get(key, 0.0) == before, "the backchannel interrupted the reply"
+    assert not [t for t in caller.transcripts if t.speaker == "user" and t.at > reply_started], caller.transcripts
+
+
 async def test_spoken_delete_runs_only_after_a_spoken_yes(voice_stack: VoiceStack, caller: Caller) -> None:
     voice_stack.store.add("buy milk")
 
