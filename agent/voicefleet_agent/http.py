@@ -21,6 +21,7 @@ import httpx2
 import openai
 from livekit.agents import tokenize
 from livekit.agents.utils import http_context
+from openai.types.chat import ChatCompletionChunk
 
 PRELOAD = (
     # the OpenAI client's first requests
@@ -44,6 +45,24 @@ PRELOAD = (
     "referencing._core",
     "referencing.jsonschema",
 )
+
+_CHUNK = {
+    "id": "prewarm",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "prewarm",
+    "choices": [
+        {
+            "index": 0,
+            "delta": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}],
+            },
+            "finish_reason": None,
+        }
+    ],
+}
 
 _ssl_context: ssl.SSLContext | None = None
 _openai_clients: dict[tuple[str | None, str | None], openai.AsyncClient] = {}
@@ -87,5 +106,7 @@ def prewarm() -> None:
     """Everything above, built once per process before its first session."""
     for module in PRELOAD:
         importlib.import_module(module)
+    # the OpenAI SDK builds its pydantic models' validators on first use (defer_build): the first streamed chunk
+    ChatCompletionChunk.model_validate(_CHUNK)
     tokenize.basic.hyphenate_word("prewarm")
     ssl_context()

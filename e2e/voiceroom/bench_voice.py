@@ -122,23 +122,23 @@ class Overlap:
 
 
 def _interruptions(stack: VoiceStack) -> float:
-    return stack.metric_samples().get(f'{contract.INTERRUPTIONS}_total{{agent="{stack.agent_name}"}}', 0.0)
+    return stack.metric_samples().get(f'{contract.INTERRUPTIONS}{{agent="{stack.agent_name}"}}', 0.0)
 
 
 async def _agent_reading_the_list(stack: VoiceStack, caller: Caller) -> float:
-    """Ask for the five-task list and return once the agent has been reading it for MID_REPLY_S."""
+    """Ask for the five-task list and return (when it was asked) once the agent has been reading it MID_REPLY_S."""
     stack.store.clear()
     for title in LIST:
         stack.store.add(title)
     request = await caller.say("Show me my list")
     started = await caller.wait_agent_speech(request.ended_at, timeout=30)
     await asyncio.sleep(max(0.0, started + MID_REPLY_S - time.monotonic()))  # the scenario: 1 s into the reply
-    return started
+    return request.ended_at
 
 
 async def overlap(stack: VoiceStack, caller: Caller, text: str) -> Overlap:
     """Speak ``text`` over the agent's reply; time the stop; wait for the reply (or the answer) to end."""
-    await _agent_reading_the_list(stack, caller)
+    asked = await _agent_reading_the_list(stack, caller)
     before = await asyncio.to_thread(_interruptions, stack)
     await caller.say(text, wait=False)
     spoken = await caller.utterance_done(text)
@@ -152,8 +152,10 @@ async def overlap(stack: VoiceStack, caller: Caller, text: str) -> Overlap:
         await asyncio.to_thread(
             wait_until, lambda: _interruptions(stack) > before, timeout=METRIC_WAIT, what="interruption counted"
         )
-    interrupted = await asyncio.to_thread(_interruptions, stack) > before
-    return Overlap(said=text, stop_ms=stop_ms, interrupted=interrupted)
+    counted = await asyncio.to_thread(_interruptions, stack) > before
+    # read to its end: the agent's transcript of the reply names the last task
+    finished = any(t.speaker == "agent" and t.at >= asked and LIST[-1] in t.text.lower() for t in caller.transcripts)
+    return Overlap(said=text, stop_ms=stop_ms, interrupted=counted or not finished)
 
 
 @dataclass
