@@ -9,7 +9,7 @@ from typing import Any
 
 from livekit.agents import Agent, ChatMessage, RunContext, ToolError, function_tool, llm
 
-from voicefleet_agent.confirm import Action, ConfirmationGate, UserMessage, Verdict
+from voicefleet_agent.confirm import Confirmation, ConfirmationGate, Message, NothingToConfirm, destructive
 from voicefleet_agent.tasks_client import TasksClient, TasksError
 from voicefleet_tasks.store import Task
 
@@ -19,20 +19,12 @@ FILLER_TEXT = "Let me check that."
 
 TOOL_GUIDE = """
 You manage the user's to-do list with the task tools. Task ids come from list_tasks; never guess one.
-Deleting a task or clearing the list needs the user's spoken yes: call delete_task or clear_tasks, ask the question
-it gives you, then stop and wait. Only when the user has answered yes, call the same tool again with the same
-arguments. A yes the user gave before you asked does not count. Never tell the user something was deleted unless
-the tool said it was.
+Deleting a task, clearing the list, or any other destructive tool needs the user's spoken yes: call the tool, ask
+the question it gives you word for word, then stop and wait. Only when the user has answered yes, call the same tool
+again with the same arguments. A yes the user gave before you asked does not count; if they answer anything else,
+do not call the tool again until you have asked again. Never tell the user something was deleted unless the tool
+said it was.
 """.strip()
-
-CONFIRM_DELETE = (
-    "NOT DELETED YET: this needs the user's confirmation. Ask the user: \"Delete '{title}'?\" and wait for their "
-    "answer. If they say yes, call delete_task again with task_id={task_id}."
-)
-CONFIRM_CLEAR = (
-    'NOTHING DELETED YET: this needs the user\'s confirmation. Ask the user: "Delete all {count} tasks?" and wait '
-    "for their answer. If they say yes, call clear_tasks again."
-)
 
 
 def describe(task: Task) -> str:
@@ -44,12 +36,12 @@ def describe(task: Task) -> str:
     return ", ".join(parts)
 
 
-def user_messages(ctx: RunContext[Any]) -> list[UserMessage]:
-    """Everything the user said in this session, oldest first."""
+def transcript(ctx: RunContext[Any]) -> list[Message]:
+    """What the user and the agent said in this session, oldest first (the user's words come from STT)."""
     return [
-        UserMessage(id=item.id, text=item.text_content or "")
+        Message(id=item.id, role="user" if item.role == "user" else "assistant", text=item.text_content or "")
         for item in ctx.session.history.items
-        if isinstance(item, ChatMessage) and item.role == "user"
+        if isinstance(item, ChatMessage) and item.role in ("user", "assistant")
     ]
 
 
@@ -64,13 +56,14 @@ class TaskAssistant(Agent):
         filler_after_ms: int,
         filler_text: str = FILLER_TEXT,
         toolsets: list[llm.Toolset] | None = None,
+        confirmations: ConfirmationGate | None = None,
     ) -> None:
         full_instructions = f"{instructions.strip()}\n\n{TOOL_GUIDE}" if tasks is not None else instructions
         super().__init__(instructions=full_instructions, tools=list(toolsets or []))
         self._tasks = tasks
         self._filler_delay = filler_after_ms / 1000 if filler_after_ms > 0 else None
         self._filler_text = filler_text
-        self.confirmations = ConfirmationGate()
+        self.confirmations = confirmations or ConfirmationGate()
         if tasks is None:
             log.warning("no 'tasks' MCP server is configured: every task tool will fail")
 
@@ -141,32 +134,40 @@ class TaskAssistant(Agent):
             task = await self.tasks.complete_task(task_id)
         return f"Completed {describe(task)}."
 
+    async def _describe_delete(self, task_id: int) -> Confirmation:
+        try:
+            task = await self.tasks.get_task(task_id)
+        except TasksError as exc:
+            raise ToolError(str(exc)) from exc
+        return Confirmation(question=f"Delete '{task.title}'?", subject=task.title)
+
+    async def _describe_clear(self) -> Confirmation:
+        try:
+            count = len(await self.tasks.list_tasks())
+        except TasksError as exc:
+            raise ToolError(str(exc)) from exc
+        if count == 0:
+            raise NothingToConfirm("The list is already empty; nothing to delete.")
+        return Confirmation(question=f"Delete all {count} tasks?", subject="all tasks")
+
     @function_tool
+    @destructive(_describe_delete, transcript=transcript)
     async def delete_task(self, ctx: RunContext[Any], task_id: int) -> str:
         """Delete a task for good. Needs the user's spoken confirmation: the first call only asks for it.
 
         Args:
             task_id: The task's id from list_tasks.
         """
-        verdict = self.confirmations.decide(Action("delete_task", task_id), user_messages(ctx))
         async with self._calling(ctx):
-            if verdict is Verdict.PROCEED:
-                task = await self.tasks.delete_task(task_id)
-                log.info("deleted task %d after the user confirmed", task_id)
-                return f"Deleted {describe(task)}."
-            task = await self.tasks.get_task(task_id)
-        return CONFIRM_DELETE.format(title=task.title, task_id=task_id)
+            task = await self.tasks.delete_task(task_id)
+        log.info("deleted task %d after the user confirmed", task_id)
+        return f"Deleted {describe(task)}."
 
     @function_tool
+    @destructive(_describe_clear, transcript=transcript)
     async def clear_tasks(self, ctx: RunContext[Any]) -> str:
         """Delete every task for good. Needs the user's spoken confirmation: the first call only asks for it."""
-        verdict = self.confirmations.decide(Action("clear_tasks"), user_messages(ctx))
         async with self._calling(ctx):
-            if verdict is Verdict.PROCEED:
-                count = await self.tasks.clear_tasks()
-                log.info("cleared %d tasks after the user confirmed", count)
-                return f"Deleted all {count} tasks."
-            count = len(await self.tasks.list_tasks())
-        if count == 0:
-            return "The list is already empty; nothing to delete."
-        return CONFIRM_CLEAR.format(count=count)
+            count = await self.tasks.clear_tasks()
+        log.info("cleared %d tasks after the user confirmed", count)
+        return f"Deleted all {count} tasks."

@@ -6,7 +6,11 @@ without pulling in LiveKit.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +42,8 @@ FLEET_VOICEAGENT_PARAM = "voiceagent"  # query parameter naming the VoiceAgent; 
 # Dev/test overrides of the ports below (a pod never sets them).
 ENV_WORKER_PORT = "VOICEFLEET_WORKER_PORT"
 ENV_METRICS_PORT = "VOICEFLEET_METRICS_PORT"
+# Log every event-loop callback of a job process that uses this much CPU (voicefleet_agent.loopwatch).
+ENV_LOOP_CPU_WARN_MS = "VOICEFLEET_LOOP_CPU_WARN_MS"
 
 # Where the operator mounts the rendered config inside the pod.
 CONFIG_DIR = "/etc/voicefleet"
@@ -58,8 +64,16 @@ SESSION_MINUTES = "voicefleet_agent_session_minutes_total"
 COST_USD = "voicefleet_agent_cost_usd_total"
 SESSIONS_TOTAL = "voicefleet_agent_sessions_total"
 
-# The MCP server (by McpServerConfig.name) whose task tools the agent wraps with spoken confirmation.
+# The MCP server (by McpServerConfig.name) whose task tools the assistant offers with its own typed client.
 TASKS_MCP_SERVER = "tasks"
+
+# Each caller's own tasks: the agent signs a token per session naming the caller; the tasks MCP server verifies it
+# with the same key (from this env var on both sides) and keys the task store by the token's subject.
+ENV_TASKS_TOKEN_KEY = "VOICEFLEET_TASKS_TOKEN_KEY"
+TASKS_TOKEN_AUDIENCE = "voicefleet-tasks"
+TASKS_TOKEN_TTL_SECONDS = 6 * 3600  # longer than any call
+# The LiveKit SIP participant attribute with the caller's number (the identity of a phone caller).
+SIP_PHONE_NUMBER_ATTRIBUTE = "sip.phoneNumber"
 
 Modality = Literal["stt", "llm", "tts"]
 ProviderKind = Literal["deepgram", "whisper", "openai", "cartesia"]
@@ -111,7 +125,14 @@ class McpServerConfig(_Model):
     url: str
 
 
-_OMITTED_WHEN_UNSET = ("max_sessions", "idle_processes", "min_endpointing_delay_ms", "max_endpointing_delay_ms")
+_OMITTED_WHEN_UNSET = (
+    "max_sessions",
+    "idle_processes",
+    "min_endpointing_delay_ms",
+    "max_endpointing_delay_ms",
+    "min_interruption_ms",
+    "false_interruption_timeout_ms",
+)
 
 
 class AgentConfig(_Model):
@@ -127,6 +148,13 @@ class AgentConfig(_Model):
     # None: the framework's defaults (0.3 s / 2.5 s with semantic turn detection, 0.5 s / 3 s otherwise)
     min_endpointing_delay_ms: int | None = Field(default=None, ge=0)
     max_endpointing_delay_ms: int | None = Field(default=None, ge=0)
+    # None: the agent's barge-in defaults (voicefleet_agent.session), not the framework's 0.5 s / 2 s
+    min_interruption_ms: int | None = Field(
+        default=None, ge=0, description="Speech the caller must make before the agent's audio pauses."
+    )
+    false_interruption_timeout_ms: int | None = Field(
+        default=None, ge=0, description="Silence after a pause with no words heard before the agent resumes."
+    )
     instructions: str
     mcp_servers: tuple[McpServerConfig, ...] = ()
     filler_after_ms: int = 700
@@ -153,3 +181,74 @@ class AgentConfig(_Model):
     @classmethod
     def from_json(cls, text: str) -> AgentConfig:
         return cls.model_validate_json(text)
+
+
+class CallerClaims(_Model):
+    """What a tasks token says: whose tasks (``sub``), for which server, in which session, until when (Unix s)."""
+
+    sub: str = Field(min_length=1)
+    aud: str = TASKS_TOKEN_AUDIENCE
+    sid: str = ""
+    iat: int
+    exp: int
+
+
+MIN_TOKEN_KEY_LENGTH = 16
+
+
+def tasks_token_key(environ: Mapping[str, str]) -> bytes | None:
+    """The shared key from ``ENV_TASKS_TOKEN_KEY`` (None when unset); a short key is refused."""
+    key = environ.get(ENV_TASKS_TOKEN_KEY, "")
+    if not key:
+        return None
+    if len(key) < MIN_TOKEN_KEY_LENGTH:
+        raise ValueError(f"{ENV_TASKS_TOKEN_KEY} must have at least {MIN_TOKEN_KEY_LENGTH} characters")
+    return key.encode()
+
+
+class TokenError(ValueError):
+    """A tasks token that is malformed, forged, expired or meant for another audience."""
+
+
+_TOKEN_VERSION = "v1"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, signed: str) -> bytes:
+    return hmac.new(key, signed.encode(), hashlib.sha256).digest()
+
+
+def sign_caller_token(claims: CallerClaims, key: bytes) -> str:
+    """``v1.<claims>.<HMAC-SHA256>``, base64url: short, and verifiable with nothing but the shared key."""
+    signed = f"{_TOKEN_VERSION}.{_b64(claims.model_dump_json().encode())}"
+    return f"{signed}.{_b64(_mac(key, signed))}"
+
+
+def verify_caller_token(token: str, key: bytes, *, now: float) -> CallerClaims:
+    """The claims of a token signed with ``key`` for the tasks server and not expired at ``now``."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != _TOKEN_VERSION:
+        raise TokenError("not a voicefleet tasks token")
+    signed = f"{parts[0]}.{parts[1]}"
+    try:
+        signature, payload = _unb64(parts[2]), _unb64(parts[1])
+    except ValueError as exc:
+        raise TokenError("malformed token") from exc
+    if not hmac.compare_digest(signature, _mac(key, signed)):
+        raise TokenError("bad signature")
+    try:
+        claims = CallerClaims.model_validate_json(payload)
+    except ValueError as exc:
+        raise TokenError("malformed claims") from exc
+    if claims.aud != TASKS_TOKEN_AUDIENCE:
+        raise TokenError(f"token is for {claims.aud!r}")
+    if claims.exp <= now:
+        raise TokenError("token expired")
+    return claims

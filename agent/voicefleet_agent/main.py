@@ -14,8 +14,9 @@ from pathlib import Path
 
 from livekit.agents import AgentServer, JobContext, JobProcess, inference
 
+from voicefleet_agent import http, loopwatch
 from voicefleet_agent.config import load_config
-from voicefleet_agent.contract import AgentConfig
+from voicefleet_agent.contract import AgentConfig, tasks_token_key
 from voicefleet_agent.metrics import default_metrics, reap_dead_processes
 from voicefleet_agent.session import run_session, vad_options
 from voicefleet_agent.worker_options import preload_local_inference, server_options
@@ -25,12 +26,17 @@ CONFIG = load_config()
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download)."""
+    """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download),
+    the process's SSL context and lazily imported modules (so no session pays for them on its loop), the tasks
+    token key."""
+    loopwatch.install_from_env(os.environ)
     proc.userdata["vad"] = inference.VAD(model="silero", **vad_options(CONFIG.vad))
+    proc.userdata["token_key"] = tasks_token_key(os.environ)
+    http.prewarm()
 
 
 async def entrypoint(ctx: JobContext) -> None:
-    await run_session(ctx, CONFIG, vad=ctx.proc.userdata["vad"])
+    await run_session(ctx, CONFIG, vad=ctx.proc.userdata["vad"], token_key=ctx.proc.userdata["token_key"])
 
 
 _background: set[asyncio.Task[None]] = set()

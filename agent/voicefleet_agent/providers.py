@@ -19,7 +19,8 @@ from livekit.agents.vad import VAD
 from livekit.plugins import cartesia, deepgram, openai
 
 from voicefleet_agent.contract import AgentConfig, Modality, ProviderConfig, ProviderKind
-from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
+from voicefleet_agent.http import openai_client
+from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT, SwitchingTTS
 
 log = logging.getLogger(__name__)
 
@@ -139,21 +140,15 @@ def _openai_key(config: ProviderConfig, environ: Environ) -> str | None:
 
 def _build_whisper(config: ProviderConfig, environ: Environ) -> AnySTT:
     kwargs = _options(config, {"language": str, "prompt": str})
-    if (key := _openai_key(config, environ)) is not None:
-        kwargs["api_key"] = key
-    if config.base_url:
-        kwargs["base_url"] = config.base_url
+    client = openai_client(base_url=config.base_url or None, api_key=_openai_key(config, environ))
     # POST /audio/transcriptions per utterance: not streaming, so it runs behind a VAD StreamAdapter
-    return openai.STT(model=config.model, use_realtime=False, **kwargs)
+    return openai.STT(model=config.model, use_realtime=False, client=client, **kwargs)
 
 
 def _build_openai_llm(config: ProviderConfig, environ: Environ) -> AnyLLM:
     kwargs = _options(config, {"temperature": float, "max_completion_tokens": int, "parallel_tool_calls": _bool})
-    if (key := _openai_key(config, environ)) is not None:
-        kwargs["api_key"] = key
-    if config.base_url:
-        kwargs["base_url"] = config.base_url
-    return openai.LLM(model=config.model, **kwargs)
+    client = openai_client(base_url=config.base_url or None, api_key=_openai_key(config, environ))
+    return openai.LLM(model=config.model, client=client, **kwargs)
 
 
 def _build_cartesia(config: ProviderConfig, environ: Environ) -> AnyTTS:
@@ -248,13 +243,25 @@ def build_llm(
     return Chain(modality="llm", members=members, model=model)
 
 
-def build_tts(configs: tuple[ProviderConfig, ...], *, environ: Environ = os.environ) -> Chain[AnyTTS]:
+def build_tts(
+    configs: tuple[ProviderConfig, ...],
+    *,
+    environ: Environ = os.environ,
+    switching: bool = False,
+    active: str | None = None,
+) -> Chain[AnyTTS]:
     members = _members("tts", configs, _TTS_BUILDERS, environ)
-    model: AnyTTS = (
-        tts.FallbackAdapter([m.instance for m in members], max_retry_per_tts=TTS_MAX_RETRY)
-        if len(members) > 1
-        else members[0].instance
-    )
+    model: AnyTTS
+    if switching and len(members) > 1:
+
+        def adapter(ordered: list[AnyTTS]) -> AnyTTS:
+            return tts.FallbackAdapter(ordered, max_retry_per_tts=TTS_MAX_RETRY)
+
+        model = SwitchingTTS([(m.config.name, m.instance) for m in members], active=active, adapter=adapter)
+    elif len(members) > 1:
+        model = tts.FallbackAdapter([m.instance for m in members], max_retry_per_tts=TTS_MAX_RETRY)
+    else:
+        model = members[0].instance
     return Chain(modality="tts", members=members, model=model)
 
 
@@ -263,12 +270,13 @@ def build_pipeline(
 ) -> Pipeline:
     """All three chains for one session (instances hold per-session connections, so build per session).
 
-    A session of an agent that follows a ProviderPolicy gets a switching STT and LLM led by ``active`` (the fleet's
-    choice); TTS keeps its in-session fallback only.
+    A session of an agent that follows a ProviderPolicy gets a switching STT, LLM and TTS led by ``active`` (the
+    fleet's choice), each keeping its in-session fallback behind the leader.
     """
     follows = config.policy_name is not None
+    lead = active or {}
     return Pipeline(
-        stt=build_stt(config.stt, vad=vad, environ=environ, switching=follows, active=(active or {}).get("stt")),
-        llm=build_llm(config.llm, environ=environ, switching=follows, active=(active or {}).get("llm")),
-        tts=build_tts(config.tts, environ=environ),
+        stt=build_stt(config.stt, vad=vad, environ=environ, switching=follows, active=lead.get("stt")),
+        llm=build_llm(config.llm, environ=environ, switching=follows, active=lead.get("llm")),
+        tts=build_tts(config.tts, environ=environ, switching=follows, active=lead.get("tts")),
     )

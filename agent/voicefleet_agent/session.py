@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
+from livekit import rtc
 from livekit.agents import AgentSession, CloseEvent, JobContext, inference, llm
 from livekit.agents.inference import TurnDetectorVersions
-from livekit.agents.llm.mcp import MCPServerHTTP, MCPToolset
+from livekit.agents.llm.mcp import MCPToolset
 from livekit.agents.vad import VAD
+from livekit.agents.voice.room_io import RoomOptions
 from livekit.agents.voice.turn import EndpointingOptions, TurnDetectionMode, TurnHandlingOptions
 
-from voicefleet_agent.assistant import TaskAssistant
-from voicefleet_agent.contract import TASKS_MCP_SERVER, AgentConfig, VadConfig
+from voicefleet_agent.assistant import TaskAssistant, transcript
+from voicefleet_agent.confirm import ConfirmationGate
+from voicefleet_agent.contract import (
+    ENV_TASKS_TOKEN_KEY,
+    SIP_PHONE_NUMBER_ATTRIBUTE,
+    TASKS_MCP_SERVER,
+    TASKS_TOKEN_TTL_SECONDS,
+    AgentConfig,
+    CallerClaims,
+    VadConfig,
+    sign_caller_token,
+)
 from voicefleet_agent.fleet_client import FleetFollower, process_follower
+from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.metrics import SessionRecorder, default_metrics
 from voicefleet_agent.providers import Pipeline, build_pipeline
-from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT
+from voicefleet_agent.switching import Switching
 from voicefleet_agent.tasks_client import TasksClient, close_quietly
 
 log = logging.getLogger(__name__)
@@ -49,11 +63,31 @@ def turn_detection(
     return config.turn_detection
 
 
+# Barge-in: the agent's audio pauses as soon as the VAD has heard this much of the caller (the framework waits
+# 0.5 s, which callers hear as the agent talking over them), and resumes when no words come of it (a cough, a
+# backchannel such as "uh-huh", which Deepgram drops as a filler word unless asked for) after this much silence.
+# A pause costs nothing when it was a false alarm; a final transcript turns it into an interruption.
+MIN_INTERRUPTION_S = 0.05
+FALSE_INTERRUPTION_TIMEOUT_S = 1.0
+
+
 def turn_handling(config: AgentConfig, *, detection: TurnDetectionMode | None = None) -> TurnHandlingOptions:
+    min_interruption = MIN_INTERRUPTION_S if config.min_interruption_ms is None else config.min_interruption_ms / 1000
+    false_timeout = (
+        FALSE_INTERRUPTION_TIMEOUT_S
+        if config.false_interruption_timeout_ms is None
+        else config.false_interruption_timeout_ms / 1000
+    )
     options: TurnHandlingOptions = {
         "turn_detection": detection if detection is not None else turn_detection(config),
         # barge-in on voice activity; "adaptive" would call LiveKit's hosted inference, which pods cannot reach
-        "interruption": {"enabled": True, "mode": "vad"},
+        "interruption": {
+            "enabled": True,
+            "mode": "vad",
+            "min_duration": min_interruption,
+            "resume_false_interruption": True,
+            "false_interruption_timeout": false_timeout,
+        },
     }
     endpointing: EndpointingOptions = {}
     if config.min_endpointing_delay_ms is not None:
@@ -79,24 +113,44 @@ def vad_options(vad: VadConfig) -> VadOptions:
     }
 
 
-def tasks_client(config: AgentConfig) -> TasksClient | None:
+def caller_identity(kind: int, identity: str, attributes: Mapping[str, str]) -> str:
+    """Whose tasks a session serves: a phone caller by number, anyone else by participant identity."""
+    number = attributes.get(SIP_PHONE_NUMBER_ATTRIBUTE)
+    if kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP and number:
+        return f"phone:{number}"
+    return f"participant:{identity}"
+
+
+def caller_token(caller: str, key: bytes, *, session_id: str, now: float) -> str:
+    """The session's token for the tasks server, naming ``caller``."""
+    issued = int(now)
+    claims = CallerClaims(sub=caller, sid=session_id, iat=issued, exp=issued + TASKS_TOKEN_TTL_SECONDS)
+    return sign_caller_token(claims, key)
+
+
+def tasks_client(config: AgentConfig, *, token: str | None = None) -> TasksClient | None:
     for server in config.mcp_servers:
         if server.name == TASKS_MCP_SERVER:
-            return TasksClient(server.url)
+            return TasksClient(server.url, token=token)
     return None
 
 
-def other_toolsets(config: AgentConfig) -> list[llm.Toolset]:
-    """Tools of every configured MCP server except the tasks one, which the assistant wraps itself."""
+def other_toolsets(config: AgentConfig, gate: ConfirmationGate) -> list[llm.Toolset]:
+    """Tools of every configured MCP server except the tasks one, which the assistant wraps itself; the tools each
+    server declares destructive ask the user first, through the session's ``gate``."""
     return [
-        MCPToolset(id=s.name, mcp_server=MCPServerHTTP(s.url, transport_type="streamable_http"))
+        MCPToolset(
+            id=s.name,
+            mcp_server=GuardedMCPServer(s.url, gate=gate, transcript=transcript, transport_type="streamable_http"),
+        )
         for s in config.mcp_servers
         if s.name != TASKS_MCP_SERVER
     ]
 
 
 def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], None]:
-    """Report this session's provider errors to the operator and move its STT with the fleet; returns the undo."""
+    """Report this session's provider errors to the operator and move every switching modality with the fleet;
+    returns the undo."""
     undo: list[Callable[[], None]] = []
     for chain in pipeline.chains():
         for member in chain.members:
@@ -106,13 +160,12 @@ def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], No
 
             member.instance.on("error", on_error)
             undo.append(functools.partial(member.instance.off, "error", on_error))
-    stt_model, llm_model = pipeline.stt.model, pipeline.llm.model
+    switching = [(chain.modality, chain.model) for chain in pipeline.chains() if isinstance(chain.model, Switching)]
 
     def on_change(_generation: int, active: dict[str, str]) -> None:
-        if isinstance(stt_model, SwitchingSTT) and (name := active.get("stt")) is not None:
-            stt_model.switch(name)
-        if isinstance(llm_model, SwitchingLLM) and (name := active.get("llm")) is not None:
-            llm_model.switch(name)
+        for modality, model in switching:
+            if (name := active.get(modality)) is not None:
+                model.switch(name)
 
     undo.append(follower.subscribe(on_change))
 
@@ -123,12 +176,17 @@ def follow_fleet(pipeline: Pipeline, follower: FleetFollower) -> Callable[[], No
     return unfollow
 
 
-async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None:
-    """Start the agent in the job's room; the session ends with the room or the job."""
+async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_key: bytes | None) -> None:
+    """Start the agent in the job's room for its caller; the session ends with the room or the job."""
+    participant = await ctx.wait_for_participant()
+    caller = caller_identity(participant.kind, participant.identity, participant.attributes)
+    if token_key is None:
+        log.error("%s is not set: the task service will refuse this session's calls", ENV_TASKS_TOKEN_KEY)
+    token = caller_token(caller, token_key, session_id=ctx.room.name, now=time.time()) if token_key else None
     follower = process_follower(config.policy_name)
     pipeline = build_pipeline(config, vad=vad, active=follower.active if follower else None)
     unfollow = follow_fleet(pipeline, follower) if follower is not None else None
-    tasks = tasks_client(config)
+    tasks = tasks_client(config, token=token)
     session: AgentSession[Any] = AgentSession(
         stt=pipeline.stt.model,
         llm=pipeline.llm.model,
@@ -155,11 +213,16 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD) -> None
     ctx.add_shutdown_callback(on_shutdown)
     session.on("close", on_close)
 
+    gate = ConfirmationGate()
     assistant = TaskAssistant(
         instructions=config.instructions,
         tasks=tasks,
         filler_after_ms=config.filler_after_ms,
-        toolsets=other_toolsets(config),
+        toolsets=other_toolsets(config, gate),
+        confirmations=gate,
     )
-    await session.start(agent=assistant, room=ctx.room)
+    # the session hears exactly the caller whose tasks it serves
+    await session.start(
+        agent=assistant, room=ctx.room, room_options=RoomOptions(participant_identity=participant.identity)
+    )
     session.say(GREETING)

@@ -1,4 +1,8 @@
-"""A session's connection to the Task Manager MCP server (``mcp`` 2.x client over streamable HTTP)."""
+"""A session's connection to the Task Manager MCP server (``mcp`` 2.x client over streamable HTTP).
+
+Each request carries the session's caller token (``Authorization: Bearer``), so the server serves that caller's
+tasks only.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,19 @@ import contextlib
 import logging
 from typing import Any
 
+import httpx2
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, ValidationError
 
+from voicefleet_agent.http import http_client
 from voicefleet_tasks.store import Task
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+MCP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)  # the MCP SDK's defaults: a response stream may stay open
 
 
 class TasksError(RuntimeError):
@@ -41,8 +49,9 @@ class TasksClient:
     long-lived task owns the connection while tool calls (each in its own task) share it.
     """
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.url = url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._client: Client | None = None
         self._owner: asyncio.Task[None] | None = None
@@ -51,7 +60,12 @@ class TasksClient:
 
     async def _own(self, ready: asyncio.Future[Client]) -> None:
         try:
-            async with Client(self.url, read_timeout_seconds=self._timeout) as client:
+            async with (
+                http_client(headers=self._headers, timeout=MCP_TIMEOUT) as http,
+                Client(
+                    streamable_http_client(self.url, http_client=http), read_timeout_seconds=self._timeout
+                ) as client,
+            ):
                 ready.set_result(client)
                 await self._closing.wait()
         except asyncio.CancelledError:

@@ -27,7 +27,7 @@ from .audio import (
     pcm16_from_bytes,
 )
 from .server import OfflineServer, StreamDropped, StreamFault, StreamGuard
-from .whisper import Transcript, WhisperEngine, decode_audio_bytes, get_engine
+from .whisper import Transcript, WhisperEngine, Word, decode_audio_bytes, get_engine
 
 _T = TypeVar("_T")
 MODEL_UUID = "00000000-0ff1-4e00-8000-000000000003"
@@ -56,6 +56,7 @@ class ListenOptions:
     vad_events: bool = False
     utterance_end_ms: int | None = None
     diarize: bool = False
+    filler_words: bool = False
     hotwords: str | None = None
 
     @classmethod
@@ -86,6 +87,7 @@ class ListenOptions:
             vad_events=_bool(query.get("vad_events"), False),
             utterance_end_ms=utterance_end_ms,
             diarize=_bool(query.get("diarize"), False),
+            filler_words=_bool(query.get("filler_words"), False),
             hotwords=" ".join(words) or None,
         )
 
@@ -95,13 +97,31 @@ class ListenOptions:
 
 
 _NON_WORD = re.compile(r"[^\w'-]+")
+# what Deepgram transcribes only with filler_words=true (its docs: "uh, um, mhmm, mm-mm, uh-uh, uh-huh, and nuh-uh")
+FILLER_WORDS = frozenset({"uh", "um", "mhmm", "mm-mm", "uh-uh", "uh-huh", "nuh-uh", "mm-hmm", "uh-hum", "hmm"})
+
+
+def _joined(words: tuple[Word, ...]) -> list[Word]:
+    """Whisper splits hyphenated words into tokens (" Uh", "-huh."); Deepgram's words are whole."""
+    joined: list[Word] = []
+    for w in words:
+        if joined and w.text.startswith("-"):
+            last = joined[-1]
+            joined[-1] = Word(last.text + w.text, last.start, w.end, min(last.probability, w.probability))
+        else:
+            joined.append(w)
+    return joined
 
 
 def _alternative(tr: Transcript, offset: float, end_limit: float | None, opts: ListenOptions) -> dict[str, Any]:
     words: list[dict[str, Any]] = []
-    for w in tr.words:
+    dropped = False
+    for w in _joined(tr.words):
         plain = _NON_WORD.sub("", w.text).lower()
         if not plain:
+            continue
+        if not opts.filler_words and plain in FILLER_WORDS:
+            dropped = True
             continue
         start = round(offset + w.start, 3)
         end = round(offset + w.end, 3)
@@ -114,7 +134,10 @@ def _alternative(tr: Transcript, offset: float, end_limit: float | None, opts: L
             entry["speaker"] = 0
             entry["speaker_confidence"] = 1.0
         words.append(entry)
-    transcript = tr.text if opts.formatted else " ".join(w["word"] for w in words)
+    if opts.formatted:
+        transcript = " ".join(w["punctuated_word"].strip() for w in words) if dropped else tr.text
+    else:
+        transcript = " ".join(w["word"] for w in words)
     return {"transcript": transcript, "confidence": tr.confidence if words else 0.0, "words": words}
 
 

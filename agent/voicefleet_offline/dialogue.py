@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
-from .intents import Intent, Kind, parse, words
+from .intents import Intent, Kind, clean_title, normalise, parse, strip_fillers, words
 
 _ACTIONS = (Kind.ADD, Kind.LIST, Kind.COMPLETE, Kind.UPDATE, Kind.DELETE, Kind.CLEAR)
 _TARGETED = (Kind.COMPLETE, Kind.UPDATE, Kind.DELETE)
@@ -516,6 +516,23 @@ def _pending_confirmation(messages: Sequence[Mapping[str, Any]], user_idx: int) 
     return None
 
 
+LEFT_AS_IS = "Alright, I'll leave your tasks as they are."
+_NOT_THAT = re.compile(r"^(?:(?:no|nope|not that|not that one|sorry|i mean|i meant|actually|rather|instead)\b\s*)+")
+
+
+def _retarget(asked: Intent, said: str, messages: Sequence[Mapping[str, Any]]) -> Intent | None:
+    """ "Delete 'buy milk'?" — "Okay, actually the eggs one": the same action on the task the answer names."""
+    if asked.kind not in _TARGETED:
+        return None
+    body = _NOT_THAT.sub("", strip_fillers(normalise(said)))
+    body = re.sub(r"\s+one$", "", body).strip()
+    if not body:
+        return None
+    other = Intent(asked.kind, title=clean_title(body) or None, new_title=asked.new_title, due=asked.due)
+    known, latest = _known_tasks(messages)
+    return other if resolve(other, known, latest) is not None else None
+
+
 def _forced_tool(tool_choice: Any, tools: Sequence[ToolSpec]) -> ToolSpec | None:
     if isinstance(tool_choice, Mapping):
         name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
@@ -528,13 +545,20 @@ def respond(messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec], to
     user_idx = _last_index(messages, "user")
     if user_idx is None:
         return Reply(text=OPENING)
-    intent = parse(content_text(messages[user_idx].get("content")))
+    said = content_text(messages[user_idx].get("content"))
+    intent = parse(said)
     confirmed = False
     steps = _steps_after(messages, user_idx + 1)
+    pending = _pending_confirmation(messages, user_idx)
+    if pending is not None and intent.kind not in (Kind.YES, Kind.NO, *_ACTIONS):
+        # not an answer to the question: another task of the same kind ("actually the eggs one"), else no change
+        other = _retarget(pending.intent, said, messages)
+        if other is None:
+            return Reply(text=LEFT_AS_IS)
+        intent = other
     if intent.kind in (Kind.YES, Kind.NO):
-        pending = _pending_confirmation(messages, user_idx)
         if pending is not None and intent.kind is Kind.NO:
-            return Reply(text="Alright, I'll leave your tasks as they are.")
+            return Reply(text=LEFT_AS_IS)
         if pending is not None and pending.call is not None:
             again = next((s for s in reversed(steps) if s.name == pending.call.name), None)
             if again is None:

@@ -122,7 +122,10 @@ def _number(text: str) -> int | None:
 
 _YES = re.compile(
     r"^(?:yes|yeah|yep|yup|sure|correct|right|confirm(?:ed)?|do it|go ahead|please do|ok(?:ay)?|absolutely"
-    r"|of course|affirmative|yes please)(?: (?:please|do it|go ahead|i'm sure|i am sure|confirm))*$"
+    r"|of course|affirmative|yes please|that's right)"
+    r"(?: (?:yes|please|do it|go ahead|i'm sure|i am sure|confirm|delete it|remove it|delete them|remove them"
+    r"|clear it|clear them|clear it all|delete it all|delete everything|delete all|clear all|for good|that's right"
+    r"|thanks|thank you))*$"
 )
 _NO = re.compile(
     r"^(?:no|nope|nah|don't|do not|never ?mind|stop|cancel|no thanks|no thank you|not now|wait)"

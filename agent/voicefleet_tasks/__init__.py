@@ -3,6 +3,6 @@
 Import-light on purpose: the MCP server (and its web stack) lives in ``voicefleet_tasks.server``.
 """
 
-from voicefleet_tasks.store import Task, TaskNotFound, TaskStore
+from voicefleet_tasks.store import OwnerTasks, Task, TaskNotFound, TaskStore
 
-__all__ = ["Task", "TaskNotFound", "TaskStore"]
+__all__ = ["OwnerTasks", "Task", "TaskNotFound", "TaskStore"]

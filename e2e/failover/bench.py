@@ -16,8 +16,10 @@ import asyncio
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +144,24 @@ def run(sizes: list[int], inline: bool, live_calls: int) -> dict[str, Any]:
     return {"rows": rows, **extra}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10,50,200", help="follower process counts")
     parser.add_argument("--no-inline", action="store_true", help="skip the in-session fallback measurement")
     parser.add_argument("--live-calls", type=int, default=3, help="live STT streams through a flip (0: skip)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    result = run(sizes, inline=not args.no_inline, live_calls=args.live_calls)
+    try:
+        report(run(sizes, inline=not args.no_inline, live_calls=args.live_calls))
+    except Exception as error:  # the last line is JSON even when the run fails: it says what failed
+        traceback.print_exc()
+        sys.stderr.flush()
+        print(json.dumps({"error": repr(error), "sizes": sizes}), flush=True)
+        return 1
+    return 0
+
+
+def report(result: dict[str, Any]) -> None:
     rows = result["rows"]
     print(f"{'followers':>9} {'fault':>9} {'detect ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'status ack s':>12} {'failback s':>10} {'RSS MiB':>8}")  # fmt: skip
@@ -190,8 +202,9 @@ def main() -> None:
     out = ROOT / "bench-results" / "failover.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
+    sys.stderr.flush()
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,11 @@ a Python caller speaks espeak-ng requests and listens. Per turn:
   (on tool turns it includes the MCP tool call and the second LLM request);
 * transport = v2v - agent e2e: WebRTC both ways, jitter buffers, and the agent VAD's view of "stopped speaking".
 
+Then barge-ins and backchannels, each while the agent reads a five-task list: barge-in = the caller's first voiced
+frame of "Wait, stop please" → the agent's last voiced frame before it goes quiet, at the caller; a backchannel
+("uh-huh") is a false interruption when the agent's reply ends interrupted (its interruptions counter moved) instead
+of resuming.
+
 Prints a table, writes bench-results/voice.json; the last line printed is one JSON object. A benchmark, not a test.
 """
 
@@ -26,18 +31,26 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from testground.livekit import LiveKitStack
 from voicefleet_agent import contract
+from voicefleet_agent.contract import AgentConfig
 
 from .caller import Caller
 from .stack import LiveKitCredentials, Memory, VoiceStack, wait_until
 
 UTTERANCES = ("Add buy milk to my tasks", "Show me my list", "Thank you", "Hello")
 METRIC_WAIT = 5.0
+TURN_TIMEOUT = 30.0
+LIST = ("call the dentist", "pay the rent", "water the plants", "book the flights", "renew the passport")
+BARGE_IN = "Wait, stop please"
+BACKCHANNEL = "uh-huh"
+MID_REPLY_S = 1.0  # how far into its reply the agent is when the caller speaks up
 
 
 @dataclass
@@ -99,9 +112,71 @@ async def _sample_memory(stack: VoiceStack, peak: list[Memory], stop: asyncio.Ev
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def run_turns(stack: VoiceStack, turns: int, warmup: int) -> tuple[list[TurnResult], Memory | None]:
+@dataclass
+class Overlap:
+    """The caller speaking while the agent reads the list: how fast its audio stopped, whether the reply was cut."""
+
+    said: str
+    stop_ms: float | None  # caller's first voiced frame -> agent's last voiced frame before going quiet
+    interrupted: bool  # the agent's reply ended interrupted
+
+
+def _interruptions(stack: VoiceStack) -> float:
+    return stack.metric_samples().get(f'{contract.INTERRUPTIONS}{{agent="{stack.agent_name}"}}', 0.0)
+
+
+async def _agent_reading_the_list(stack: VoiceStack, caller: Caller) -> float:
+    """Ask for the five-task list and return (when it was asked) once the agent has been reading it MID_REPLY_S."""
+    stack.store.clear()
+    for title in LIST:
+        stack.store.add(title)
+    request = await caller.say("Show me my list")
+    started = await caller.wait_agent_speech(request.ended_at, timeout=30)
+    await asyncio.sleep(max(0.0, started + MID_REPLY_S - time.monotonic()))  # the scenario: 1 s into the reply
+    return request.ended_at
+
+
+async def overlap(stack: VoiceStack, caller: Caller, text: str) -> Overlap:
+    """Speak ``text`` over the agent's reply; time the stop; wait for the reply (or the answer) to end."""
+    asked = await _agent_reading_the_list(stack, caller)
+    before = await asyncio.to_thread(_interruptions, stack)
+    await caller.say(text, wait=False)
+    spoken = await caller.utterance_done(text)
+    stop = await caller.wait_agent_quiet(spoken.started_at, timeout=30)
+    stop_ms = round((stop - spoken.started_at) * 1000, 1)
+    # the reply resumes (a false alarm) or the agent answers: either way wait until it has said everything
+    with contextlib.suppress(TimeoutError):
+        last = await caller.wait_agent_speech(spoken.ended_at, timeout=8)
+        await caller.wait_agent_quiet(last, timeout=30)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.to_thread(
+            wait_until, lambda: _interruptions(stack) > before, timeout=METRIC_WAIT, what="interruption counted"
+        )
+    counted = await asyncio.to_thread(_interruptions, stack) > before
+    # read to its end: the agent's transcript of the reply names the last task
+    finished = any(t.speaker == "agent" and t.at >= asked and LIST[-1] in t.text.lower() for t in caller.transcripts)
+    return Overlap(said=text, stop_ms=stop_ms, interrupted=counted or not finished)
+
+
+@dataclass
+class Run:
+    turns: list[TurnResult]
+    overlaps: list[Overlap]
+    missed: list[str]  # what the caller said that got no answer in time
+    busy: Memory | None
+
+
+async def _quiet(caller: Caller) -> None:
+    """Until the agent has been quiet for a while (after a missed turn, so the next starts clean)."""
+    with contextlib.suppress(TimeoutError):
+        await caller.wait_agent_quiet(time.monotonic() - 1, timeout=TURN_TIMEOUT)
+
+
+async def run_turns(stack: VoiceStack, turns: int, warmup: int, bargeins: int = 0, backchannels: int = 0) -> Run:
     key = f'{contract.TURN_LATENCY}_count{{agent="{stack.agent_name}"}}'
     results: list[TurnResult] = []
+    overlaps: list[Overlap] = []
+    missed: list[str] = []
     peak: list[Memory] = []
     stop = asyncio.Event()
     async with Caller(stack.livekit, f"bench-{secrets.token_hex(4)}") as caller:
@@ -114,7 +189,14 @@ async def run_turns(stack: VoiceStack, turns: int, warmup: int) -> tuple[list[Tu
                 if text.startswith("Add"):
                     stack.store.clear()  # keeps "Show me my list" answers the same length
                 before = stack.metric_samples()
-                turn = await caller.turn(text, timeout=30)
+                try:
+                    turn = await caller.turn(text, timeout=TURN_TIMEOUT)
+                except TimeoutError:  # counted as missed, and the run goes on: the next turn starts clean
+                    missed.append(text)
+                    print(f"turn {i + 1 - warmup:>3}: {text!r} got no answer within {TURN_TIMEOUT:.0f} s",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    await _quiet(caller)
+                    continue
                 # a turn the agent did not time (e.g. interrupted) keeps the caller's figures only
                 with contextlib.suppress(TimeoutError):
                     await asyncio.to_thread(_wait_counted, stack, key, before.get(key, 0))
@@ -135,14 +217,41 @@ async def run_turns(stack: VoiceStack, turns: int, warmup: int) -> tuple[list[Tu
                     results.append(result)
                 print(f"turn {i + 1 - warmup:>3}{' (warm-up)' if i < warmup else ''}: {text!r} heard {heard!r} "
                       f"v2v {v2v:.0f} ms", file=sys.stderr, flush=True)  # fmt: skip
+            for text in [BARGE_IN] * bargeins + [BACKCHANNEL] * backchannels:
+                try:
+                    overlaps.append(await overlap(stack, caller, text))
+                except TimeoutError:
+                    missed.append(text)
+                    print(f"over the agent: {text!r} missed (the agent never read the list)", file=sys.stderr)
+                    await _quiet(caller)
+                    continue
+                last = overlaps[-1]
+                outcome = "interrupted" if last.interrupted else "resumed"
+                print(f"over the agent: {text!r} stopped its audio after {last.stop_ms} ms, reply {outcome}",
+                      file=sys.stderr, flush=True)  # fmt: skip
         finally:
             stop.set()
             await sampler
-    return results, (peak[0] if peak else None)
+    return Run(results, overlaps, missed, peak[0] if peak else None)
 
 
 def _wait_counted(stack: VoiceStack, key: str, count: float) -> None:
     wait_until(lambda: stack.metric_samples().get(key, 0) > count, timeout=METRIC_WAIT, what="turn metrics")
+
+
+def _configure(config: AgentConfig, turn_detection: str, baseline: bool) -> AgentConfig:
+    update: dict[str, Any] = {"turn_detection": turn_detection}
+    if baseline:
+        update["min_interruption_ms"], update["false_interruption_timeout_ms"] = 500, 2000
+        update["stt"] = tuple(
+            p.model_copy(update={"options": {**p.options, "filler_words": "true"}}) if p.provider == "deepgram" else p
+            for p in config.stt
+        )
+    return config.model_copy(update=update)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
 
 
 def _r(value: float | None) -> float | None:
@@ -187,11 +296,29 @@ def table(rows: dict[str, dict[str, float | None]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The benchmark; its last line is JSON even when it fails (then it names the error)."""
+    try:
+        return bench(argv)
+    except Exception as error:
+        traceback.print_exc()
+        sys.stderr.flush()
+        print(json.dumps({"error": repr(error), "load_average": list(_loadavg())}), flush=True)
+        return 1
+
+
+def bench(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voiceroom.bench_voice", description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=1, help="turns spoken first and not counted")
     parser.add_argument("--out", default="bench-results/voice.json")
     parser.add_argument("--turn-detection", choices=("vad", "semantic", "stt"), default="vad")
+    parser.add_argument("--bargeins", type=int, default=6, help="barge-ins timed while the agent reads a list")
+    parser.add_argument("--backchannels", type=int, default=4, help="'uh-huh' said while the agent reads a list")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="barge-in as before this agent tuned it: the framework's 0.5 s / 2 s, Deepgram filler words on",
+    )
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="voicefleet-bench-voice-"))
@@ -199,14 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         creds = LiveKitCredentials.of(livekit.start())
-        stack = VoiceStack(
-            root / "voice", creds, configure=lambda c: c.model_copy(update={"turn_detection": args.turn_detection})
-        )
+        stack = VoiceStack(root / "voice", creds, configure=lambda c: _configure(c, args.turn_detection, args.baseline))
         with stack:
             # idle: the worker registered and its warm job process ready (main + forkserver + job process)
             wait_until(lambda: stack.worker_memory().processes >= 3, timeout=30, what="warm job process")
             idle = stack.worker_memory()
-            results, busy = asyncio.run(run_turns(stack, args.turns, args.warmup))
+            run = asyncio.run(run_turns(stack, args.turns, args.warmup, args.bargeins, args.backchannels))
+            results, overlaps, busy = run.turns, run.overlaps, run.busy
         ok = True
     finally:
         livekit.stop()
@@ -220,6 +346,15 @@ def main(argv: list[str] | None = None) -> int:
           f"providers), {platform.node()}, load average {' '.join(f'{x:.1f}' for x in _loadavg())}\n")  # fmt: skip
     print(table(rows))
     peak = f"{busy.rss_mb:.0f} MiB RSS / {busy.pss_mb:.0f} MiB PSS ({busy.processes} processes)" if busy else "-"
+    bargein = [o.stop_ms for o in overlaps if o.said == BARGE_IN and o.stop_ms is not None]
+    backchannel = [o for o in overlaps if o.said == BACKCHANNEL]
+    false_interruptions = sum(o.interrupted for o in backchannel)
+    cut = sum(o.interrupted for o in overlaps if o.said == BARGE_IN)
+    paused = _fmt(percentile([o.stop_ms for o in backchannel if o.stop_ms is not None], 50))
+    print(f"\nbarge-in (caller's speech onset → agent audio stop): p50 {_fmt(percentile(bargein, 50))} ms, p95 "
+          f"{_fmt(percentile(bargein, 95))} ms over {len(bargein)}, {cut} replies interrupted. Backchannels "
+          f"({BACKCHANNEL!r}): {false_interruptions} of {len(backchannel)} cut the reply (false interruptions); "
+          f"the agent's audio paused after {paused} ms (p50)")  # fmt: skip
     print(f"\nworker memory (process tree): idle {idle.rss_mb:.0f} MiB RSS / {idle.pss_mb:.0f} MiB PSS "
           f"({idle.processes} processes); busy peak {peak}")  # fmt: skip
     summary: dict[str, Any] = {
@@ -237,13 +372,28 @@ def main(argv: list[str] | None = None) -> int:
         "idle_worker_pss_mb": idle.pss_mb,
         "busy_worker_rss_mb": busy.rss_mb if busy else None,
         "busy_worker_pss_mb": busy.pss_mb if busy else None,
+        "bargein_p50_ms": percentile(bargein, 50),
+        "bargein_p95_ms": percentile(bargein, 95),
+        "bargeins": len(bargein),
+        "backchannels": len(backchannel),
+        "backchannel_false_interruptions": false_interruptions,
+        "missed": run.missed,
+        "baseline": args.baseline,
         "turn_detection": args.turn_detection,
+        "load_average": list(_loadavg()),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "stages": rows, "turns": [asdict(r) for r in results]}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"summary": summary, "stages": rows, "turns": [asdict(r) for r in results],
+             "overlaps": [asdict(o) for o in overlaps]},
+            indent=2,
+        )
+    )  # fmt: skip
     print(f"wrote {out}")
-    print(json.dumps(summary))
+    sys.stderr.flush()
+    print(json.dumps(summary), flush=True)
     return 0
 
 

@@ -7,6 +7,7 @@ ground's ``Supervisor``), so ``stop()`` ends exactly what was started and a kill
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 import urllib.error
@@ -16,14 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
 
 from testground.process import ComponentError, Process, Supervisor, free_port, http_ok
-from voicefleet_agent import contract
+from voicefleet_agent import contract, loopwatch
 from voicefleet_agent.contract import AgentConfig, McpServerConfig, ProviderConfig, VadConfig
-from voicefleet_tasks.store import TaskStore
+from voicefleet_agent.session import caller_identity
+from voicefleet_tasks.store import OwnerTasks, TaskStore
 
 AGENT_NAME = "voiceroom-tasks"
+# a session's loop callbacks using this much CPU are logged (loopwatch), and livekit-agents' own loop monitor reports
+# stalls of the loop this long by the wall clock (its floor)
+LOOP_CPU_WARN_MS = 20
+LOOP_HOG = loopwatch.MESSAGE
+LOOP_BLOCKED = "event loop blocked for"
+DEFAULT_CALLER = "caller"  # Caller's default identity
 INSTRUCTIONS = "You manage the user's tasks. Be brief."
 STARTUP_TIMEOUT = 90.0
 OFFLINE_SERVICES = ("deepgram", "openai", "cartesia")
@@ -68,8 +77,9 @@ def agent_config(urls: OfflineUrls, tasks_url: str, *, agent_name: str = AGENT_N
         "agent_name": agent_name,
         "instructions": INSTRUCTIONS,
         "stt": (
+            # no filler words, as Deepgram's own default: a backchannel ("uh-huh") is then no words at all
             ProviderConfig(name="deepgram", provider="deepgram", model="nova-3", base_url=urls.deepgram,
-                           api_key_env="DEEPGRAM_API_KEY"),
+                           api_key_env="DEEPGRAM_API_KEY", options={"filler_words": "false"}),
             ProviderConfig(name="whisper", provider="whisper", model="whisper-1", base_url=urls.openai,
                            api_key_env="OPENAI_API_KEY"),
         ),
@@ -170,12 +180,15 @@ class VoiceStack:
     urls: OfflineUrls = field(init=False)
     config: AgentConfig = field(init=False)
     db: Path = field(init=False)
+    task_db: TaskStore = field(init=False)
+    store: OwnerTasks = field(init=False)
     tasks_url: str = field(init=False)
     worker_port: int = field(init=False)
     metrics_port: int = field(init=False)
     worker: Process = field(init=False)
 
     def __post_init__(self) -> None:
+        self.token_key = secrets.token_urlsafe(32)  # shared by the worker and the tasks server, like a Secret
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs_dir = self.root / "logs"
         self.supervisor = Supervisor(self.logs_dir)
@@ -222,11 +235,18 @@ class VoiceStack:
         self.db = self.root / "tasks.db"
         port = free_port()
         proc = self.supervisor.spawn(
-            "tasks", [sys.executable, "-m", "voicefleet_tasks", "--db", str(self.db), "--port", str(port)]
+            "tasks",
+            [sys.executable, "-m", "voicefleet_tasks", "--db", str(self.db), "--port", str(port)],
+            env={contract.ENV_TASKS_TOKEN_KEY: self.token_key},
         )
         proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout, "serving")
         self.tasks_url = f"http://127.0.0.1:{port}/mcp"
-        self.store = TaskStore(self.db)
+        self.task_db = TaskStore(self.db)
+        self.store = self.tasks_of(DEFAULT_CALLER)
+
+    def tasks_of(self, identity: str) -> OwnerTasks:
+        """The task list the agent keeps for the caller who joins as ``identity`` (``store``: the default caller)."""
+        return self.task_db.of(caller_identity(rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, identity, {}))
 
     def _start_worker(self, timeout: float) -> None:
         config = agent_config(self.urls, self.tasks_url, agent_name=self.agent_name)
@@ -245,6 +265,9 @@ class VoiceStack:
             contract.ENV_PROMETHEUS_MULTIPROC_DIR: str(prometheus_dir),
             contract.ENV_WORKER_PORT: str(self.worker_port),
             contract.ENV_METRICS_PORT: str(self.metrics_port),
+            contract.ENV_TASKS_TOKEN_KEY: self.token_key,
+            contract.ENV_LOOP_CPU_WARN_MS: str(LOOP_CPU_WARN_MS),
+            "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": str(LOOP_CPU_WARN_MS),
         }
         self.worker = self.supervisor.spawn("worker", [sys.executable, "-m", "voicefleet_agent", "start"], env=env)
         self.worker.wait_ready(self.registered, timeout, "registered with livekit-server")
@@ -258,6 +281,37 @@ class VoiceStack:
     def registered(self) -> bool:
         """The worker has registered with livekit-server (so a dispatch reaches it)."""
         return "registered worker" in self.worker.log.read_text(errors="replace")
+
+    def log_offset(self) -> int:
+        """Where the worker log ends now (pass it to ``loop_blocks``)."""
+        return self.worker.log.stat().st_size
+
+    def session_log(self, since: int = 0) -> list[dict[str, Any]]:
+        """The job processes' log records (JSON lines) written after ``since``; the worker's own are left out."""
+        with self.worker.log.open("rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("pid") != self.worker.popen.pid:
+                records.append(record)
+        return records
+
+    def loop_hogs(self, since: int = 0) -> list[str]:
+        """Loop callbacks of a session that used at least LOOP_CPU_WARN_MS of CPU (``voicefleet_agent.loopwatch``)."""
+        return [str(r["message"]) for r in self.session_log(since) if str(r.get("message", "")).startswith(LOOP_HOG)]
+
+    def loop_stalls(self, since: int = 0) -> list[str]:
+        """The framework's wall-clock "event loop blocked" reports (which include the machine not scheduling us)."""
+        return [
+            f"{r['message']} (loop CPU {float(r.get('cpu_time') or 0) * 1000:.0f} ms)"
+            for r in self.session_log(since)
+            if LOOP_BLOCKED in str(r.get("message", ""))
+        ]
 
     def worker_status(self) -> dict[str, Any]:
         """The worker's ``GET /worker``: agent_name, worker_load, active_jobs, ..."""

@@ -77,7 +77,7 @@ class Failover:
             if spec.secret_ref:
                 data = await self.store.secret_data(namespace, spec.secret_ref.name) or {}
                 key = data.get(spec.secret_ref.key)
-            observation = await self.probe(spec, key, check.timeout_seconds)
+            observation = await self.probe(spec, key, health.probe_deadline(check))
             if observation.latency_ms is not None:
                 PROBE_SECONDS.labels(spec.name).observe(observation.latency_ms / 1000)
             return modality, spec.name, observation
@@ -94,7 +94,7 @@ class Failover:
                 if passive is not None:
                     reported[key] = health.observe(reported.get(key, health.ProviderHealth()), passive, check)
         await self.decide(body)
-        return float(check.interval_seconds)
+        return health.next_probe_in(check, self.health[(namespace, name)].values())
 
     def _health(self, namespace: str, name: str, modality: str, provider: str) -> health.ProviderHealth:
         key = (modality, provider)

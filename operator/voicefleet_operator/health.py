@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -31,6 +32,25 @@ class ProviderHealth:
     last_latency_ms: float | None = None
     last_error: str = ""
     last_probe: datetime | None = None
+
+
+# while a provider is suspect (failed, not yet unhealthy), probe again this soon instead of a whole interval later
+CONFIRM_INTERVAL_S = 0.5
+
+
+def probe_deadline(check: HealthCheckSpec) -> float:
+    """Seconds a probe may run: the timeout, or the latency threshold when that is shorter (an answer slower than
+    the threshold fails anyway, so waiting for it only delays detection)."""
+    return min(float(check.timeout_seconds), check.latency_threshold_ms / 1000)
+
+
+def next_probe_in(check: HealthCheckSpec, providers: Iterable[ProviderHealth]) -> float:
+    """The probe interval, shortened to confirm a suspect provider quickly: ``failureThreshold`` failures in a row
+    still decide (no flapping), they are only gathered sooner."""
+    interval = float(check.interval_seconds)
+    if any(h.healthy and h.consecutive_failures > 0 for h in providers):
+        return min(interval, CONFIRM_INTERVAL_S)
+    return interval
 
 
 def failed(observation: Observation, check: HealthCheckSpec) -> bool:

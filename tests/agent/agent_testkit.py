@@ -8,19 +8,45 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from livekit.agents import llm
 from livekit.agents.llm import ChatChunk, ChatContext, ChoiceDelta, FunctionToolCall
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
-from voicefleet_agent.contract import AgentConfig, McpServerConfig, ProviderConfig
+from voicefleet_agent.contract import TASKS_TOKEN_TTL_SECONDS, AgentConfig, McpServerConfig, ProviderConfig
+from voicefleet_agent.session import caller_token
 from voicefleet_tasks.store import TaskStore
 
 SERVER_START_TIMEOUT = 30.0
+TOKEN_KEY = "agent-tests-shared-key-0123456789"
+CALLER = "participant:caller"  # whose tasks the tests' clients and ``store`` fixture use
+
+
+def token_for(owner: str, *, key: str = TOKEN_KEY, ttl: int = 3600) -> str:
+    """A caller token as the agent signs it for a session of ``owner``."""
+    return caller_token(owner, key.encode(), session_id="test-room", now=time.time() + ttl - TASKS_TOKEN_TTL_SECONDS)
+
+
+def auth_headers(owner: str = CALLER) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(owner)}"}
+
+
+@asynccontextmanager
+async def mcp_client(url: str, owner: str = CALLER) -> AsyncIterator[Client]:
+    """The plain ``mcp`` client, authenticated as ``owner``."""
+    async with (
+        httpx2.AsyncClient(headers=auth_headers(owner)) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
 
 
 @dataclass

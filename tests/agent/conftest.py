@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -12,11 +13,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
-from agent_testkit import SERVER_START_TIMEOUT, ScriptedLLM, TasksServer, free_port, wait_for_http
+from agent_testkit import CALLER, SERVER_START_TIMEOUT, TOKEN_KEY, ScriptedLLM, TasksServer, free_port, wait_for_http
 from livekit.agents import AgentSession
 from livekit.agents.vad import VAD
 
-from voicefleet_tasks.store import TaskStore
+from voicefleet_agent.contract import ENV_TASKS_TOKEN_KEY
+from voicefleet_tasks.store import OwnerTasks, TaskStore
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +31,7 @@ def tasks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TasksServ
             [sys.executable, "-m", "voicefleet_tasks", "--db", str(db), "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, ENV_TASKS_TOKEN_KEY: TOKEN_KEY},
         )
         try:
             wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=SERVER_START_TIMEOUT, proc=proc)
@@ -43,10 +46,10 @@ def tasks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TasksServ
 
 
 @pytest.fixture
-def store(tasks_server: TasksServer) -> TaskStore:
-    """Direct SQLite access to the server's database, emptied before each test."""
-    tasks_server.store.clear()
-    return tasks_server.store
+def store(tasks_server: TasksServer) -> OwnerTasks:
+    """Direct SQLite access to the test caller's tasks in the server's database, emptied before each test."""
+    tasks_server.store.clear_all()
+    return tasks_server.store.of(CALLER)
 
 
 @pytest.fixture

@@ -7,19 +7,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agent_testkit import ScriptedLLM, TasksServer, call, say
-from livekit.agents import AgentSession, ChatMessage, ConversationItemAddedEvent, RunResult
+from agent_testkit import CALLER, ScriptedLLM, TasksServer, auth_headers, call, say, token_for
+from livekit.agents import Agent, AgentSession, ChatMessage, ConversationItemAddedEvent, RunResult
+from livekit.agents.llm.mcp import MCPToolset
 
-from voicefleet_agent.assistant import FILLER_TEXT, TaskAssistant
+from voicefleet_agent.assistant import FILLER_TEXT, TaskAssistant, transcript
+from voicefleet_agent.confirm import ConfirmationGate
+from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.tasks_client import TasksClient
-from voicefleet_tasks.store import TaskStore
+from voicefleet_tasks.store import OwnerTasks
 
 Session = tuple[AgentSession[Any], ScriptedLLM]
 
 
 @pytest.fixture
 async def tasks(tasks_server: TasksServer) -> AsyncIterator[TasksClient]:
-    client = TasksClient(tasks_server.url)
+    client = TasksClient(tasks_server.url, token=token_for(CALLER))
     yield client
     await client.aclose()
 
@@ -30,7 +33,7 @@ async def start(session: AgentSession[Any], tasks: TasksClient, *, filler_after_
     return assistant
 
 
-async def test_add_task_lands_in_sqlite(scripted_session: Session, tasks: TasksClient, store: TaskStore) -> None:
+async def test_add_task_lands_in_sqlite(scripted_session: Session, tasks: TasksClient, store: OwnerTasks) -> None:
     session, llm = scripted_session
     await start(session, tasks)
     llm.script(call("add_task", title="buy milk", due="tomorrow morning"), say("Added buy milk."))
@@ -47,7 +50,7 @@ async def test_add_task_lands_in_sqlite(scripted_session: Session, tasks: TasksC
 
 
 async def test_list_update_complete_go_through_the_server(
-    scripted_session: Session, tasks: TasksClient, store: TaskStore
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
 ) -> None:
     session, llm = scripted_session
     await start(session, tasks)
@@ -72,7 +75,7 @@ async def test_list_update_complete_go_through_the_server(
 
 
 async def test_unknown_task_is_a_tool_error_the_llm_sees(
-    scripted_session: Session, tasks: TasksClient, store: TaskStore
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
 ) -> None:
     session, llm = scripted_session
     await start(session, tasks)
@@ -85,7 +88,7 @@ async def test_unknown_task_is_a_tool_error_the_llm_sees(
     assert "no task with id 999" in err
 
 
-async def test_delete_requires_a_spoken_yes(scripted_session: Session, tasks: TasksClient, store: TaskStore) -> None:
+async def test_delete_requires_a_spoken_yes(scripted_session: Session, tasks: TasksClient, store: OwnerTasks) -> None:
     session, llm = scripted_session
     await start(session, tasks)
     task = store.add("buy milk")
@@ -93,7 +96,7 @@ async def test_delete_requires_a_spoken_yes(scripted_session: Session, tasks: Ta
     llm.script(call("delete_task", task_id=task.id), say("Delete 'buy milk'?"))
     first: RunResult[Any] = await session.run(user_input="Delete buy milk")
     output = first.expect[1].is_function_call_output(is_error=False).event().item.output
-    assert output.startswith("NOT DELETED YET")
+    assert output.startswith("NOT DONE YET")
     assert store.get(task.id).title == "buy milk"
 
     llm.script(call("delete_task", task_id=task.id), say("Deleted."))
@@ -105,7 +108,7 @@ async def test_delete_requires_a_spoken_yes(scripted_session: Session, tasks: Ta
 
 
 async def test_the_llm_cannot_confirm_for_the_user(
-    scripted_session: Session, tasks: TasksClient, store: TaskStore
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
 ) -> None:
     session, llm = scripted_session
     await start(session, tasks)
@@ -121,13 +124,22 @@ async def test_the_llm_cannot_confirm_for_the_user(
 
     outputs = [e.item.output for e in result.events if e.type == "function_call_output"]
     assert len(outputs) == 2
-    assert all(o.startswith("NOT DELETED YET") for o in outputs)
+    assert all(o.startswith("NOT DONE YET") for o in outputs)
     assert [t.id for t in store.list_tasks()] == [task.id]
 
 
-@pytest.mark.parametrize("answer", ["No", "yes but not that one", "Which one was that?"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "No",
+        "yes but not that one",
+        "Which one was that?",
+        "Okay, actually the eggs one",
+        "Right, what was on it again?",
+    ],
+)
 async def test_anything_but_a_clear_yes_keeps_the_task(
-    scripted_session: Session, tasks: TasksClient, store: TaskStore, answer: str
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks, answer: str
 ) -> None:
     session, llm = scripted_session
     await start(session, tasks)
@@ -138,12 +150,12 @@ async def test_anything_but_a_clear_yes_keeps_the_task(
     llm.script(call("delete_task", task_id=task.id), say("OK."))
     result: RunResult[Any] = await session.run(user_input=answer)
 
-    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DELETED YET")
+    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DONE YET")
     assert [t.id for t in store.list_tasks()] == [task.id]
 
 
 async def test_a_yes_to_another_task_deletes_nothing(
-    scripted_session: Session, tasks: TasksClient, store: TaskStore
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
 ) -> None:
     session, llm = scripted_session
     await start(session, tasks)
@@ -154,12 +166,28 @@ async def test_a_yes_to_another_task_deletes_nothing(
     llm.script(call("delete_task", task_id=eggs.id), say("OK."))
     result: RunResult[Any] = await session.run(user_input="yes")
 
-    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DELETED YET")
+    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DONE YET")
     assert sorted(t.id for t in store.list_tasks()) == [milk.id, eggs.id]
 
 
+async def test_a_yes_to_a_question_that_did_not_name_the_task_deletes_nothing(
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
+) -> None:
+    session, llm = scripted_session
+    await start(session, tasks)
+    task = store.add("buy milk")
+    llm.script(call("delete_task", task_id=task.id), say("Are you sure?"))
+    await session.run(user_input="Delete buy milk")
+
+    llm.script(call("delete_task", task_id=task.id), say("OK."))
+    result: RunResult[Any] = await session.run(user_input="Yes")
+
+    assert result.expect[1].is_function_call_output().event().item.output.startswith("NOT DONE YET")
+    assert [t.id for t in store.list_tasks()] == [task.id]
+
+
 async def test_clear_tasks_requires_a_spoken_yes(
-    scripted_session: Session, tasks: TasksClient, store: TaskStore
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
 ) -> None:
     session, llm = scripted_session
     await start(session, tasks)
@@ -181,7 +209,7 @@ class _HeldTasksClient(TasksClient):
     """Holds every call until released, to make a tool call arbitrarily slow without sleeping."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url)
+        super().__init__(url, token=token_for(CALLER))
         self.release = asyncio.Event()
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
@@ -190,7 +218,7 @@ class _HeldTasksClient(TasksClient):
 
 
 async def test_filler_speech_while_a_tool_is_slow(
-    scripted_session: Session, tasks_server: TasksServer, store: TaskStore
+    scripted_session: Session, tasks_server: TasksServer, store: OwnerTasks
 ) -> None:
     session, llm = scripted_session
     held = _HeldTasksClient(tasks_server.url)
@@ -217,7 +245,9 @@ async def test_filler_speech_while_a_tool_is_slow(
     assert texts == [FILLER_TEXT, "Your list is empty."]
 
 
-async def test_no_filler_when_the_tool_is_fast(scripted_session: Session, tasks: TasksClient, store: TaskStore) -> None:
+async def test_no_filler_when_the_tool_is_fast(
+    scripted_session: Session, tasks: TasksClient, store: OwnerTasks
+) -> None:
     session, llm = scripted_session
     await start(session, tasks, filler_after_ms=5000)
     llm.script(call("list_tasks"), say("Your list is empty."))
@@ -226,3 +256,28 @@ async def test_no_filler_when_the_tool_is_fast(scripted_session: Session, tasks:
 
     texts = [e.item.text_content for e in result.events if e.type == "message"]
     assert texts == ["Your list is empty."]
+
+
+async def test_any_mcp_servers_destructive_tools_need_a_yes_by_declaration(
+    scripted_session: Session, tasks_server: TasksServer, store: OwnerTasks
+) -> None:
+    """The tasks server configured under another name is just a third-party server: its tools declared destructive
+    (delete_task, clear_tasks) ask first; the others (add_task) run at once."""
+    session, llm = scripted_session
+    gate = ConfirmationGate()
+    server = GuardedMCPServer(
+        tasks_server.url, gate=gate, transcript=transcript, transport_type="streamable_http", headers=auth_headers()
+    )
+    await session.start(Agent(instructions="You manage tasks.", tools=[MCPToolset(id="todo", mcp_server=server)]))
+    task = store.add("buy milk")
+
+    llm.script(call("add_task", title="buy eggs"), call("delete_task", id=task.id), say("Delete task (id 1)?"))
+    first: RunResult[Any] = await session.run(user_input="Add buy eggs and delete the milk")
+    outputs = [e.item.output for e in first.events if e.type == "function_call_output"]
+    assert "buy eggs" in outputs[0]
+    assert outputs[1].startswith("NOT DONE YET") and f'"Delete task (id {task.id})?"' in outputs[1]
+    assert [t.title for t in store.list_tasks()] == ["buy milk", "buy eggs"]
+
+    llm.script(call("delete_task", id=task.id), say("Deleted."))
+    await session.run(user_input="Yes, delete it.")
+    assert [t.title for t in store.list_tasks()] == ["buy eggs"]

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import pytest
 from agent_testkit import make_config
+from livekit import rtc
 from livekit.agents import inference
 from livekit.agents.llm.mcp import MCPToolset
 
-from voicefleet_agent.contract import McpServerConfig, VadConfig
-from voicefleet_agent.session import other_toolsets, tasks_client, turn_detection, turn_handling, vad_options
+from voicefleet_agent.confirm import ConfirmationGate
+from voicefleet_agent.contract import (
+    TASKS_TOKEN_AUDIENCE,
+    TASKS_TOKEN_TTL_SECONDS,
+    CallerClaims,
+    McpServerConfig,
+    TokenError,
+    VadConfig,
+    verify_caller_token,
+)
+from voicefleet_agent.guarded_mcp import GuardedMCPServer
+from voicefleet_agent.session import (
+    FALSE_INTERRUPTION_TIMEOUT_S,
+    MIN_INTERRUPTION_S,
+    caller_identity,
+    caller_token,
+    other_toolsets,
+    tasks_client,
+    turn_detection,
+    turn_handling,
+    vad_options,
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def test_semantic_uses_the_bundled_v1_mini_detector() -> None:
@@ -34,11 +60,19 @@ def test_other_modes_pass_through(mode: str) -> None:
     assert turn_detection(make_config(turn_detection=mode)) == mode
 
 
-def test_barge_in_is_on_and_never_needs_the_cloud() -> None:
+def test_barge_in_pauses_at_once_resumes_after_a_false_alarm_and_never_needs_the_cloud() -> None:
     options = turn_handling(make_config(turn_detection="vad"))
 
-    assert options["interruption"] == {"enabled": True, "mode": "vad"}
+    assert options["interruption"] == {
+        "enabled": True,
+        "mode": "vad",
+        "min_duration": MIN_INTERRUPTION_S,
+        "resume_false_interruption": True,
+        "false_interruption_timeout": FALSE_INTERRUPTION_TIMEOUT_S,
+    }
     assert options["turn_detection"] == "vad"
+    tuned = turn_handling(make_config(min_interruption_ms=500, false_interruption_timeout_ms=2000))["interruption"]
+    assert (tuned["min_duration"], tuned["false_interruption_timeout"]) == (0.5, 2.0)
 
 
 def test_endpointing_delays_only_when_configured() -> None:
@@ -65,6 +99,30 @@ def test_the_tasks_server_is_wrapped_and_the_others_exposed() -> None:
 
     client = tasks_client(config)
     assert client is not None and client.url == "http://tasks:8800/mcp"
-    [toolset] = other_toolsets(config)
+    [toolset] = other_toolsets(config, ConfirmationGate())
     assert isinstance(toolset, MCPToolset) and toolset.id == "calendar"
+    assert isinstance(toolset._mcp_server, GuardedMCPServer)
     assert tasks_client(make_config(mcp_servers=())) is None
+
+
+def test_a_phone_caller_is_known_by_number_anyone_else_by_identity() -> None:
+    sip, standard = rtc.ParticipantKind.PARTICIPANT_KIND_SIP, rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    assert caller_identity(sip, "sip_+15550100", {"sip.phoneNumber": "+15550100"}) == "phone:+15550100"
+    assert caller_identity(standard, "alice", {"sip.phoneNumber": "+15550100"}) == "participant:alice"
+    assert caller_identity(sip, "sip_anonymous", {}) == "participant:sip_anonymous"
+
+
+def test_the_session_token_names_the_caller_and_only_the_key_verifies_it() -> None:
+    key = b"k" * 32
+    token = caller_token("phone:+15550100", key, session_id="room-1", now=1000.0)
+
+    claims = verify_caller_token(token, key, now=1001.0)
+    assert (claims.sub, claims.sid, claims.aud) == ("phone:+15550100", "room-1", TASKS_TOKEN_AUDIENCE)
+    with pytest.raises(TokenError, match="signature"):
+        verify_caller_token(token, b"x" * 32, now=1001.0)
+    with pytest.raises(TokenError, match="expired"):
+        verify_caller_token(token, key, now=1000.0 + TASKS_TOKEN_TTL_SECONDS)
+    head, _claims, signature = token.split(".")
+    forged = CallerClaims(sub="phone:+15550199", sid="room-1", iat=1000, exp=9_999_999_999)
+    with pytest.raises(TokenError, match="signature"):
+        verify_caller_token(f"{head}.{_b64(forged.model_dump_json().encode())}.{signature}", key, now=1001.0)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 from agent_testkit import ScriptedLLM, make_config, provider, say
 from livekit import rtc
-from livekit.agents import APIConnectOptions, llm, stt, utils
+from livekit.agents import APIConnectOptions, llm, stt, tts, utils
 from livekit.agents.language import LanguageCode
 from livekit.agents.llm import ChatContext
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
@@ -17,7 +18,7 @@ from livekit.agents.vad import VAD
 from voicefleet_agent.fleet_client import FleetFollower, FleetTarget
 from voicefleet_agent.providers import build_pipeline
 from voicefleet_agent.session import follow_fleet
-from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT, active_first
+from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT, SwitchingTTS, active_first
 
 FRAME_SAMPLES = 160
 
@@ -92,6 +93,32 @@ async def _collect(stream: stt.RecognizeStream, into: list[str]) -> None:
     async for event in stream:
         if event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
             into.append(event.alternatives[0].text)
+
+
+class ScriptedTTS(tts.TTS[Any]):
+    """Our test double of the framework's TTS interface: 20 ms of silence per utterance, and a record of the text."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False), sample_rate=16000, num_channels=1)
+        self.name = name
+        self.spoken: list[str] = []
+
+    @property
+    def provider(self) -> str:
+        return self.name
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> tts.ChunkedStream:
+        self.spoken.append(text)
+        return _Silence(tts=self, input_text=text, conn_options=conn_options)
+
+
+class _Silence(tts.ChunkedStream):
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        output_emitter.initialize(request_id="r", sample_rate=16000, num_channels=1, mime_type="audio/pcm")
+        output_emitter.push(bytes(640))
+        output_emitter.flush()
 
 
 def test_active_first() -> None:
@@ -192,23 +219,83 @@ async def test_llm_switches_per_request() -> None:
     assert isinstance(SwitchingLLM([("a", a), ("b", b)], active="b").current, llm.FallbackAdapter)
 
 
+async def test_tts_switches_at_the_next_utterance_and_the_one_speaking_finishes_where_it_started() -> None:
+    a, b = ScriptedTTS("a"), ScriptedTTS("b")
+    switcher = SwitchingTTS([("a", a), ("b", b)], adapter=lambda ordered: ordered[0])
+    speaking = switcher.synthesize("first")
+    assert switcher.switch("b") and not switcher.switch("b") and not switcher.switch("zzz")
+    following = switcher.synthesize("second")
+
+    async with speaking, following:
+        first, second = await speaking.collect(), await following.collect()
+
+    assert (a.spoken, b.spoken) == (["first"], ["second"])
+    assert first.duration > 0 and second.duration > 0
+    assert switcher.provider == "b"
+    assert isinstance(SwitchingTTS([("a", a), ("b", b)], active="b").current, tts.FallbackAdapter)
+
+
+async def test_closing_a_stream_leaves_no_task_behind_even_mid_switch() -> None:
+    a, b = ScriptedSTT("a"), ScriptedSTT("b")
+    switcher = SwitchingSTT([("a", a), ("b", b)], adapter=lambda ordered: ordered[0])
+
+    async def hang_up_mid_switch() -> list[str]:
+        stream = switcher.stream()
+        reader = asyncio.create_task(_collect(stream, []))
+        for tag in (1, 2):
+            stream.push_frame(frame(tag))
+        await _until(lambda: a.heard == [1, 2])
+        switcher.switch("b")  # mid-utterance: the switch waits, a pump runs
+        stream.push_frame(frame(-1))  # ends the utterance: the old stream drains while the new one opens
+        stream.push_frame(frame(1))
+        await stream.aclose()  # the caller hangs up right then
+        await asyncio.wait_for(reader, 5)
+        return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("SwitchingSTT.")]
+
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        leftover = await hang_up_mid_switch()
+        for _ in range(20):  # give an orphan the chance to run and fail
+            await asyncio.sleep(0.01)
+        gc.collect()  # the stream is gone: an exception nobody retrieved is reported now
+    finally:
+        loop.set_exception_handler(previous)
+
+    assert leftover == []
+    assert [c.get("exception") for c in errors] == []
+    await switcher.aclose()
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 def test_a_policy_follower_gets_switching_models_led_by_the_fleet(provider_keys: dict[str, str], vad: VAD) -> None:
     config = make_config(
         stt=(provider("deepgram", "deepgram", "nova-3"), provider("whisper", "whisper", "whisper-1")),
         llm=(provider("openai", "openai", "gpt-4o-mini"), provider("openai-b", "openai", "gpt-4o-mini")),
+        tts=(provider("cartesia", "cartesia", "sonic-3"), provider("cartesia-b", "cartesia", "sonic-3")),
         policy_name="default",
     )
-    pipeline = build_pipeline(config, vad=vad, active={"stt": "whisper", "llm": "openai-b"})
+    pipeline = build_pipeline(config, vad=vad, active={"stt": "whisper", "llm": "openai-b", "tts": "cartesia-b"})
     assert isinstance(pipeline.stt.model, SwitchingSTT) and pipeline.stt.model.active == "whisper"
     assert isinstance(pipeline.llm.model, SwitchingLLM) and pipeline.llm.model.active == "openai-b"
+    assert isinstance(pipeline.tts.model, SwitchingTTS) and pipeline.tts.model.active == "cartesia-b"
     plain = build_pipeline(config.model_copy(update={"policy_name": None}), vad=vad)
     assert isinstance(plain.stt.model, stt.FallbackAdapter)
+    assert isinstance(plain.tts.model, tts.FallbackAdapter)
 
     follower = FleetFollower(FleetTarget("http://127.0.0.1:1", "ns", "default", "me"))
     unfollow = follow_fleet(pipeline, follower)
     for listener in list(follower._listeners):
-        listener(2, {"stt": "deepgram", "llm": "openai"})
+        listener(2, {"stt": "deepgram", "llm": "openai", "tts": "cartesia"})
     assert pipeline.stt.model.active == "deepgram" and pipeline.llm.model.active == "openai"
+    assert pipeline.tts.model.active == "cartesia"
     pipeline.stt.members[0].instance.emit("error", object())
     assert follower._errors == {"deepgram": 1}
     unfollow()

@@ -95,3 +95,21 @@ async def test_missing_api_key_header_is_rejected(stack: OfflineStack) -> None:
     async with utils.http_context.http_session().get(stack.deepgram.provider_url) as resp:
         assert resp.status == 401
         assert (await resp.json())["err_code"] == "INVALID_AUTH"
+
+
+@pytest.mark.parametrize("filler_words", [False, True])
+async def test_a_backchannel_is_a_filler_word_transcribed_only_on_request(
+    stack: OfflineStack, filler_words: bool
+) -> None:
+    """Deepgram drops "uh-huh" & co. unless filler_words=true, so a backchannel yields no words to interrupt on."""
+    pcm = await speak("uh-huh")
+    dg = deepgram.STT(base_url=stack.deepgram.provider_url, api_key="offline", filler_words=filler_words)
+    stream = dg.stream()
+    for f in frames(pcm):
+        stream.push_frame(f)
+    events = await asyncio.wait_for(_collect_until_end_of_speech(stream), 30)
+    await stream.aclose()
+
+    finals = [e.alternatives[0].text for e in events if e.type is stt.SpeechEventType.FINAL_TRANSCRIPT]
+    heard = " ".join(finals).lower().strip(" .")
+    assert ("uh" in heard) if filler_words else heard == "", heard

@@ -34,6 +34,7 @@ from voicefleet_offline.intents import Intent, Kind, parse
         ("Remove the second one", Intent(Kind.DELETE, number=2)),
         ("Clear all my tasks", Intent(Kind.CLEAR)),
         ("Yes please", Intent(Kind.YES)),
+        ("Yes, delete it.", Intent(Kind.YES)),
         ("No thanks", Intent(Kind.NO)),
         ("and then what", Intent(Kind.UNKNOWN)),
         ("What's the weather like?", Intent(Kind.UNKNOWN)),
@@ -184,9 +185,10 @@ AGENT_TOOLS = [
 ]
 LISTING = "#1 buy milk, due tomorrow morning\n#2 call the dentist"
 ASK_DELETE = (
-    "NOT DELETED YET: this needs the user's confirmation. Ask the user: \"Delete 'call the dentist'?\" and wait for "
-    "their answer. If they say yes, call delete_task again with task_id=2."
+    "NOT DONE YET: this needs the user's confirmation. Ask the user: \"Delete 'call the dentist'?\" and wait for "
+    "their answer. Only if they say yes, call delete_task again with the same arguments."
 )
+ASK_DELETE_MILK = ASK_DELETE.replace("call the dentist", "buy milk")
 
 
 def test_tool_driven_confirmation_protocol() -> None:
@@ -202,6 +204,35 @@ def test_tool_driven_confirmation_protocol() -> None:
         '<delete_task {"task_id": 2}>',
         "Okay, I've removed call the dentist.",
     ]
+
+
+@pytest.mark.parametrize("answer", ["Yes, delete it.", "Yeah, go ahead.", "Yes please, remove it"])
+def test_a_spoken_yes_with_words_after_it_confirms(answer: str) -> None:
+    spoken = _conversation(
+        AGENT_TOOLS,
+        ["delete the dentist task", answer],
+        {"list_tasks": [LISTING], "delete_task": [ASK_DELETE, "Deleted #2 call the dentist."]},
+    )
+    assert spoken[-2:] == ['<delete_task {"task_id": 2}>', "Okay, I've removed call the dentist."]
+
+
+def test_naming_another_task_instead_of_answering_asks_about_that_one() -> None:
+    spoken = _conversation(
+        AGENT_TOOLS,
+        ["delete the dentist task", "Okay, actually the milk one"],
+        {"list_tasks": [LISTING], "delete_task": [ASK_DELETE, ASK_DELETE_MILK]},
+    )
+    assert spoken[-2:] == ['<delete_task {"task_id": 1}>', "Delete 'buy milk'?"]
+
+
+@pytest.mark.parametrize("answer", ["Right, what was on it again?", "Okay", "hmm, the other thing"])
+def test_an_answer_that_is_not_a_yes_changes_nothing(answer: str) -> None:
+    spoken = _conversation(
+        AGENT_TOOLS,
+        ["delete the dentist task", answer],
+        {"list_tasks": [LISTING], "delete_task": [ASK_DELETE]},
+    )
+    assert spoken[-1] == "Alright, I'll leave your tasks as they are."
 
 
 def test_tool_driven_confirmation_declined_and_clear() -> None:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from voicefleet_operator.health import Observation, ProviderHealth, choose, combine, fleet_observation, observe
+from voicefleet_operator.health import (
+    CONFIRM_INTERVAL_S,
+    Observation,
+    ProviderHealth,
+    choose,
+    combine,
+    fleet_observation,
+    next_probe_in,
+    observe,
+    probe_deadline,
+)
 from voicefleet_operator.models import FailbackSpec, HealthCheckSpec
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -107,3 +117,35 @@ def test_fleet_errors_are_not_erased_by_passing_probes() -> None:
 def test_a_failing_probe_is_not_erased_by_a_quiet_fleet() -> None:
     probes = run(ProviderHealth(), "---")
     assert not combine(probes, ProviderHealth()).healthy
+
+
+def test_a_probe_may_run_no_longer_than_the_latency_threshold() -> None:
+    assert probe_deadline(HealthCheckSpec(timeout_seconds=6, latency_threshold_ms=1500)) == 1.5
+    assert probe_deadline(HealthCheckSpec(timeout_seconds=1, latency_threshold_ms=1500)) == 1.0
+
+
+def test_a_suspect_provider_is_probed_again_at_once_a_settled_one_each_interval() -> None:
+    check = HealthCheckSpec(interval_seconds=5)
+    assert next_probe_in(check, [ProviderHealth(), ProviderHealth()]) == 5
+    assert next_probe_in(check, [ProviderHealth(), run(ProviderHealth(), "-")]) == CONFIRM_INTERVAL_S
+    assert next_probe_in(check, [run(ProviderHealth(), "---")]) == 5  # already unhealthy: nothing to confirm
+    assert next_probe_in(HealthCheckSpec(interval_seconds=1), []) == 1
+
+
+def time_to_unhealthy(check: HealthCheckSpec, probe_takes: float) -> float:
+    """Seconds from the first probe that meets the fault until the provider is unhealthy."""
+    health, elapsed = ProviderHealth(), 0.0
+    while True:
+        elapsed += probe_takes
+        health = observe(health, Observation(False, T0, latency_ms=probe_takes * 1000), check)
+        if not health.healthy:
+            return elapsed
+        elapsed += next_probe_in(check, [health])
+
+
+def test_at_the_example_policys_settings_a_fault_is_confirmed_in_seconds_not_intervals() -> None:
+    check = HealthCheckSpec(interval_seconds=5, failure_threshold=3, timeout_seconds=3, latency_threshold_ms=1500)
+    # refused or HTTP 5xx: the probes fail at once, confirmed one after the other
+    assert time_to_unhealthy(check, 0.01) <= 1.1
+    # slow or hanging: each probe is cut at the latency threshold, not the timeout (was 3 x 3 s + 2 x 5 s = 19 s)
+    assert time_to_unhealthy(check, probe_deadline(check)) == 3 * 1.5 + 2 * CONFIRM_INTERVAL_S
