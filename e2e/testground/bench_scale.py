@@ -38,7 +38,7 @@ FLEET, RAW = "fleet", "raw"
 PODS_PER_NODE = 250
 AGENTS_PER_NODE = 64
 # User agents of the operator's two clients: kopf (aiohttp) and the storage layer (lightkube on httpx).
-OPERATOR_AGENTS = ("kopf/", "python-httpx/", "lightkube")
+OPERATOR_AGENTS = ("kopf/", "python-httpx", "lightkube")
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
 
 
@@ -146,6 +146,7 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         t0 = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_raw_deployment(i) for i in range(n)),
                         timeout=timeout)  # fmt: skip
+        result["raw_kubectl_apply_s"] = round(time.monotonic() - t0, 1)
 
         def raw_available() -> bool:
             items = cluster.api().request("GET", f"/apis/apps/v1/namespaces/{RAW}/deployments", timeout=30)["items"]
@@ -208,6 +209,7 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         # The on-call override: pin STT to the policy's second provider.
         policy = next(d for d in docs if d["kind"] == "ProviderPolicy")
         pinned = policy["spec"]["stt"]["providers"][1]["name"]
+        override_at = datetime.now(UTC)
         t0 = time.monotonic()
         cluster.kubectl("-n", FLEET, "patch", "providerpolicy", policy["metadata"]["name"], "--type=merge",
                         "-p", json.dumps({"spec": {"override": {"stt": pinned, "reason": "bench"}}}))  # fmt: skip
@@ -220,6 +222,7 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
             result["override_all_s"] = round(time.monotonic() - t0, 2)
         except AssertionError:
             result["override_all_s"] = None
+        result["override_requests_by_verb"] = dict(sorted(_audit(cluster, override_at, datetime.now(UTC)).items()))
         result["rss_peak_mb"] = round(rss.peak_kb / 1024, 1)
     finally:
         if rss is not None:
@@ -248,6 +251,7 @@ def main() -> int:
     rows = [
         ("VoiceAgents", result["n"]),
         ("raw Deployments available (s)", result.get("raw_ready_s")),
+        ("  of which kubectl apply (s)", result.get("raw_kubectl_apply_s")),
         ("kubectl apply of the fleet (s)", result.get("kubectl_apply_s")),
         ("apply -> all Ready (s)", result.get("all_ready_s")),
         ("  ratio to the floor", result.get("ready_ratio")),
