@@ -42,7 +42,12 @@ class Watched(Kube):
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         result = await super().apply(manifest)
         if result is not None and result.get("kind") == "Deployment":
-            self.saw(result, deleted=False)
+            # The answer may be older than a watch event that overtook it (a status update during the write):
+            # keep it only when it is newer than what the watch showed.
+            meta = result.get("metadata") or {}
+            key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+            if _newer(result, self.deployments.get(key)):
+                self.deployments[key] = copy.deepcopy(result)
         return result
 
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -62,6 +67,17 @@ class Watched(Kube):
             self.hits += 1
             return found
         return await super().deployment(namespace, name)
+
+
+def _newer(obj: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    """Whether `obj` is a later version than `than`. resourceVersions are opaque to clients, but the API server's are
+    etcd revisions; when one is not a number, the answer is no (the watch will bring the object)."""
+    if than is None:
+        return True
+    try:
+        return int(obj["metadata"]["resourceVersion"]) > int(than["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _put(cache: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str], obj: dict[str, Any], gone: bool) -> None:

@@ -51,3 +51,25 @@ async def test_the_cache_keeps_its_own_copy() -> None:
     store.saw(event, deleted=False)
     event["metadata"]["resourceVersion"] = "99"
     assert (await store.deployment("ns", "tasks") or {})["metadata"]["resourceVersion"] == "1"
+
+
+MANIFEST = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tasks"},
+            "spec": {"selector": {}, "template": {}}}  # fmt: skip
+
+
+async def test_an_apply_answer_older_than_a_watch_event_does_not_replace_it() -> None:
+    class Applying(Client):
+        async def apply(self, obj: Any, field_manager: str, force: bool) -> Any:
+            class Answer:
+                def to_dict(self) -> dict[str, Any]:
+                    return _obj("Deployment", "tasks", "5")
+
+            return Answer()
+
+    store = Watched(Applying())  # type: ignore[arg-type]
+    store.saw(_obj("Deployment", "tasks", "6"), deleted=False)  # the watch overtook the write's answer
+    await store.apply(MANIFEST)
+    assert (await store.deployment("ns", "tasks") or {})["metadata"]["resourceVersion"] == "6"
+    store.saw(_obj("Deployment", "tasks", "7"), deleted=True)
+    await store.apply(MANIFEST)
+    assert (await store.deployment("ns", "tasks") or {})["metadata"]["resourceVersion"] == "5"
