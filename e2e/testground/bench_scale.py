@@ -96,13 +96,15 @@ class Rss:
 
 
 def _audit(cluster: Cluster, since: datetime, until: datetime) -> Counter[str]:
-    """The operator's requests by verb between two instants (completed requests)."""
+    """The operator's requests by verb received between two instants."""
     verbs: Counter[str] = Counter()
     with (cluster.logs_dir / AUDIT_LOG).open() as log:
         for line in log:
             event = json.loads(line)
             if not str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
                 continue
+            if event["stage"] != ("ResponseStarted" if event["verb"] == "watch" else "ResponseComplete"):
+                continue  # one line per request: a watch counts when it opens
             at = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
             if since <= at < until:
                 verbs[event["verb"]] += 1

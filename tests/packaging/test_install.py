@@ -313,6 +313,12 @@ def test_no_permission_errors_in_the_operator_log(fleet: Namespace, operator: Op
 # Granted but never a request of their own: the OwnerReferencesPermissionEnforcement admission plugin checks
 # `update` on the owner's finalizers when a child sets blockOwnerDeletion.
 AUTHORIZED_ONLY = {("voicefleet.io", "voiceagents/finalizers", "update")}
+# Used on paths this module's fleet does not take.
+OTHER_PATHS = {
+    ("", "configmaps", "get"): "a spec's instructionsConfigMapRef (Reconciler._gather)",
+    ("apps", "deployments", "get"): "a Deployment no watch event has shown yet (read cache miss)",
+    ("voicefleet.io", "providerpolicies", "get"): "a ProviderPolicy no watch event has shown yet (read cache miss)",
+}
 
 
 def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -348,7 +354,7 @@ def test_every_rule_the_chart_grants_is_one_the_operator_uses(fleet: Namespace, 
     applied = {(g, r) for g, r, v in used if v == "patch" and "/" not in r}
     # server-side apply: one PATCH request that creates the object when absent, so it needs `create` too
     used |= {(g, r, "create") for g, r in applied}
-    unused = sorted(_granted(role) - used - AUTHORIZED_ONLY)
+    unused = sorted(_granted(role) - used - AUTHORIZED_ONLY - set(OTHER_PATHS))
     assert not unused, f"granted but never used by the operator: {unused}"
 
 
