@@ -316,7 +316,6 @@ AUTHORIZED_ONLY = {("voicefleet.io", "voiceagents/finalizers", "update")}
 # Used on paths this module's fleet does not take.
 OTHER_PATHS = {
     ("", "configmaps", "get"): "a spec's instructionsConfigMapRef (Reconciler._gather)",
-    ("apps", "deployments", "get"): "a Deployment no watch event has shown yet (read cache miss)",
     ("voicefleet.io", "providerpolicies", "get"): "a ProviderPolicy no watch event has shown yet (read cache miss)",
 }
 

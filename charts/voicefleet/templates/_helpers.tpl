@@ -116,7 +116,7 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  # get: a rollout's figures, when no watch event has shown the Deployment yet
+  # get: its rollout's figures, for the VoiceAgent's status
   verbs: [get, list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
