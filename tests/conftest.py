@@ -73,6 +73,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     line = f"secret scan: {len(secret_scan.SEEN)} secret values, {files} log files, {len(hits)} hits"
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.write_line(line, red=bool(hits), green=not hits)
         for hit in hits:
             reporter.write_line(f"  {hit}", red=True)

@@ -1,9 +1,10 @@
 """Reads served from what the operator's watches already delivered: work proportional to change.
 
-A reconcile reads its VoiceAgent's policy, the resourceVersions of the Secrets it references and its Deployment.
-The operator watches all three anyway (they are what wakes it), so each watch event is kept here and the read costs
-no request; only what no event has shown yet (or what was deleted since) is read from the API server. Every event
-is stored before it triggers a reconcile, so a reconcile always sees at least the state that woke it.
+A reconcile reads its VoiceAgent's policy and the resourceVersions of the Secrets it references. The operator
+watches both anyway (they are what wakes it), so each watch event is kept here and the read costs no request; only
+what no event has shown yet (or what was deleted since) is read from the API server. Every event is stored before
+it triggers a reconcile, so a reconcile always sees at least the state that woke it. (The Deployment is read afresh:
+a write's answer can be older than a watch event that overtook it, and its rollout figures are the status.)
 """
 
 from __future__ import annotations
@@ -15,35 +16,26 @@ from voicefleet_operator.kube import Kube
 
 
 class Watched(Kube):
-    """The storage layer, with the policy, Secret-version and Deployment reads answered from watch events."""
+    """The storage layer, with the policy and Secret-version reads answered from watch events."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.secret_versions: dict[tuple[str, str], str] = {}
-        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.hits = 0  # reads saved, for tests and the benchmark
 
     def saw(self, obj: dict[str, Any], deleted: bool) -> None:
-        """Keep a watch event of a ProviderPolicy, a Secret or a Deployment."""
+        """Keep a watch event of a ProviderPolicy or a Secret."""
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         kind = obj.get("kind")
         if kind == "ProviderPolicy":
             _put(self.policies, key, obj, deleted)
-        elif kind == "Deployment":
-            _put(self.deployments, key, obj, deleted)
         elif kind == "Secret":
             if deleted:
                 self.secret_versions.pop(key, None)
             else:
                 self.secret_versions[key] = str(meta.get("resourceVersion", ""))
-
-    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any] | None:
-        result = await super().apply(manifest, dry_run=dry_run)
-        if not dry_run and result is not None and result.get("kind") == "Deployment":
-            self.saw(result, deleted=False)
-        return result
 
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         if (found := self.policies.get((namespace, name))) is not None:
@@ -56,12 +48,6 @@ class Watched(Kube):
             self.hits += 1
             return found
         return await super().secret_version(namespace, name)
-
-    async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        if (found := self.deployments.get((namespace, name))) is not None:
-            self.hits += 1
-            return found
-        return await super().deployment(namespace, name)
 
 
 def _put(cache: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str], obj: dict[str, Any], gone: bool) -> None:

@@ -305,7 +305,7 @@ def _path() -> str:
 
 def test_no_permission_errors_in_the_operator_log(fleet: Namespace, operator: OperatorProcess) -> None:
     log = operator.log_path.read_text()
-    assert "voiceagents" in log.lower(), "the operator logged its work"
+    assert "handler 'voice_agent' succeeded" in log.lower(), "the operator logged its work"
     bad = [line for line in log.splitlines() if "forbidden" in line.lower() or "not enough permissions" in line.lower()]
     assert not bad, "\n".join(bad[:10])
 
@@ -313,6 +313,11 @@ def test_no_permission_errors_in_the_operator_log(fleet: Namespace, operator: Op
 # Granted but never a request of their own: the OwnerReferencesPermissionEnforcement admission plugin checks
 # `update` on the owner's finalizers when a child sets blockOwnerDeletion.
 AUTHORIZED_ONLY = {("voicefleet.io", "voiceagents/finalizers", "update")}
+# Used on paths this module's fleet does not take.
+OTHER_PATHS = {
+    ("", "configmaps", "get"): "a spec's instructionsConfigMapRef (Reconciler._gather)",
+    ("voicefleet.io", "providerpolicies", "get"): "a ProviderPolicy no watch event has shown yet (read cache miss)",
+}
 
 
 def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -348,7 +353,7 @@ def test_every_rule_the_chart_grants_is_one_the_operator_uses(fleet: Namespace, 
     applied = {(g, r) for g, r, v in used if v == "patch" and "/" not in r}
     # server-side apply: one PATCH request that creates the object when absent, so it needs `create` too
     used |= {(g, r, "create") for g, r in applied}
-    unused = sorted(_granted(role) - used - AUTHORIZED_ONLY)
+    unused = sorted(_granted(role) - used - AUTHORIZED_ONLY - set(OTHER_PATHS))
     assert not unused, f"granted but never used by the operator: {unused}"
 
 

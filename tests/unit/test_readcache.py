@@ -27,15 +27,13 @@ def _obj(kind: str, name: str, rv: str = "1") -> dict[str, Any]:
     return {"kind": kind, "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
 
 
-async def test_policy_secret_version_and_deployment_come_from_events_until_deleted() -> None:
+async def test_policy_and_secret_versions_come_from_events_until_deleted() -> None:
     client = Client()
     store = Watched(client)  # type: ignore[arg-type]
     store.saw(_obj("ProviderPolicy", "default", "5"), deleted=False)
     store.saw(_obj("Secret", "keys", "9"), deleted=False)
-    store.saw(_obj("Deployment", "tasks", "3"), deleted=False)
     assert (await store.provider_policy("ns", "default") or {})["metadata"]["resourceVersion"] == "5"
     assert await store.secret_version("ns", "keys") == "9"
-    assert (await store.deployment("ns", "tasks") or {})["metadata"]["resourceVersion"] == "3"
     assert client.gets == []
     store.saw(_obj("Secret", "keys", "10"), deleted=False)
     assert await store.secret_version("ns", "keys") == "10"
@@ -47,7 +45,7 @@ async def test_policy_secret_version_and_deployment_come_from_events_until_delet
 
 async def test_the_cache_keeps_its_own_copy() -> None:
     store = Watched(Client())  # type: ignore[arg-type]
-    event = _obj("Deployment", "tasks")
+    event = _obj("ProviderPolicy", "default")
     store.saw(event, deleted=False)
     event["metadata"]["resourceVersion"] = "99"
-    assert (await store.deployment("ns", "tasks") or {})["metadata"]["resourceVersion"] == "1"
+    assert (await store.provider_policy("ns", "default") or {})["metadata"]["resourceVersion"] == "1"

@@ -89,7 +89,7 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   voiceagents/finalizers update: blockOwnerDeletion on the children's owner references needs it where the
   OwnerReferencesPermissionEnforcement admission plugin runs;
 - the children of a VoiceAgent: server-side apply (create + patch) and watch; never update/delete (owner
-  references let the garbage collector delete them);
+  references let the garbage collector delete them); tests/packaging fails on a rule the operator never uses;
 - Secrets and ConfigMaps it references: read only; ConfigMaps are also children, and so is one Secret per
   VoiceAgent that follows a ProviderPolicy (its fleet-channel token), hence create/patch;
 - Events: create.
@@ -108,10 +108,15 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
-  resources: [configmaps, serviceaccounts, services]
+  resources: [configmaps]
+  # get: a ConfigMap a spec names for its instructions
   verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [serviceaccounts, services]
+  verbs: [list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
+  # get: its rollout's figures, for the VoiceAgent's status
   verbs: [get, list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
@@ -119,7 +124,7 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [list, watch, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
