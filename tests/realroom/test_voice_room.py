@@ -19,8 +19,10 @@ pytestmark = pytest.mark.integration
 
 # Observed ~1.2-1.5 s (2 cores, load ~3); the bound only catches a hung or broken pipeline.
 TURN_TIMEOUT = 20.0
-# Barge-in: measured agent audio stopping 0.81-0.90 s after the caller starts talking (VAD needs 0.5 s of speech).
-BARGE_IN_BOUND = 2.5
+# Barge-in: the agent's audio pauses after 50 ms of the caller's speech; measured 0.36-0.57 s from the caller's
+# first voiced frame at load 13 (0.72-0.83 s with the framework's 0.5 s). Generous for a loaded machine: it catches
+# a barge-in that does not stop the agent; the 50 ms setting itself is pinned by tests/agent/test_session.py.
+BARGE_IN_BOUND = 1.0
 
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float, what: str, caller: Caller | None = None) -> None:
@@ -76,10 +78,11 @@ async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Calle
     await eventually(lambda: time.monotonic() - reply_started > 1.0, timeout=5, what="agent mid-sentence")
     assert caller.agent_audio.speaking(time.monotonic()), "the reply ended before the barge-in"
 
-    barge_in = await caller.say("Wait, stop please", wait=False)
+    await caller.say("Wait, stop please", wait=False)
+    barge_in = await caller.utterance_done()
     stopped = await caller.wait_agent_quiet(barge_in.started_at, timeout=10)
 
-    stop_after = stopped - barge_in.started_at
+    stop_after = stopped - barge_in.started_at  # from the caller's first voiced frame
     assert stop_after < BARGE_IN_BOUND, f"agent kept talking {stop_after:.2f}s after the caller started"
     # the interrupted reply ("You have 5 tasks: ...") runs ~6.5 s in full; it was cut well short
     assert stopped - reply_started < 5.0
