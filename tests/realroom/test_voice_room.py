@@ -91,7 +91,7 @@ async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Calle
             voice_stack.metric_samples().get('voicefleet_agent_interruptions_total{agent="voiceroom-tasks"}', 0.0)
             > before
         ),
-        timeout=10,
+        timeout=30,  # counted once the words arrive: the STT final takes seconds on a loaded machine
         what="interruption counted by the agent",
     )
 
@@ -120,8 +120,8 @@ async def test_spoken_delete_runs_only_after_a_spoken_yes(voice_stack: VoiceStac
 
     # "Delete buy milk from my tasks" is often heard "delete by milk from my turks"; this phrasing is heard right
     ask = await caller.turn("Delete milk from my list", timeout=TURN_TIMEOUT)
-    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at)
-    assert "?" in question.text and "milk" in question.text.lower(), question.text
+    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at, contains="milk")
+    assert "?" in question.text, question.text
     assert any("milk" in t for t in titles(voice_stack)), "deleted before the user confirmed"
 
     await caller.turn("Right, what was on it again?", timeout=TURN_TIMEOUT)
@@ -129,7 +129,7 @@ async def test_spoken_delete_runs_only_after_a_spoken_yes(voice_stack: VoiceStac
     assert any("milk" in t for t in titles(voice_stack)), f"an answer that is not a yes deleted the task: {heard}"
 
     ask = await caller.turn("Delete milk from my list", timeout=TURN_TIMEOUT)
-    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at)
+    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at, contains="milk")
     assert "?" in question.text, question.text
     await caller.turn("Yes, delete it.", timeout=TURN_TIMEOUT)
     await eventually(lambda: not titles(voice_stack), timeout=5, what="task deleted after yes", caller=caller)
