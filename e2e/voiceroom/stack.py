@@ -248,6 +248,11 @@ class VoiceStack:
         """The task list the agent keeps for the caller who joins as ``identity`` (``store``: the default caller)."""
         return self.task_db.of(caller_identity(rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, identity, {}))
 
+    def tasks_of_phone(self, number: str) -> OwnerTasks:
+        """The task list the agent keeps for a phone caller (SIP participant) calling from ``number``."""
+        sip = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+        return self.task_db.of(caller_identity(sip, "", {contract.SIP_PHONE_NUMBER_ATTRIBUTE: number}))
+
     def _start_worker(self, timeout: float) -> None:
         config = agent_config(self.urls, self.tasks_url, agent_name=self.agent_name)
         if self.configure is not None:

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.integration
 
 # Observed ~1.2-1.5 s (2 cores, load ~3); the bound only catches a hung or broken pipeline.
 TURN_TIMEOUT = 20.0
-# Barge-in: measured agent audio stopping 0.81-0.90 s after the caller starts talking (VAD needs 0.5 s of speech).
-BARGE_IN_BOUND = 2.5
+# Barge-in: the agent's audio pauses after 50 ms of the caller's speech; measured 0.36-0.57 s from the caller's
+# first voiced frame at load 13 (0.72-0.83 s with the framework's 0.5 s). Generous for a loaded machine: it catches
+# a barge-in that does not stop the agent; the 50 ms setting itself is pinned by tests/agent/test_session.py.
+BARGE_IN_BOUND = 1.0
 
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float, what: str, caller: Caller | None = None) -> None:
@@ -76,10 +78,11 @@ async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Calle
     await eventually(lambda: time.monotonic() - reply_started > 1.0, timeout=5, what="agent mid-sentence")
     assert caller.agent_audio.speaking(time.monotonic()), "the reply ended before the barge-in"
 
-    barge_in = await caller.say("Wait, stop please", wait=False)
+    await caller.say("Wait, stop please", wait=False)
+    barge_in = await caller.utterance_done()
     stopped = await caller.wait_agent_quiet(barge_in.started_at, timeout=10)
 
-    stop_after = stopped - barge_in.started_at
+    stop_after = stopped - barge_in.started_at  # from the caller's first voiced frame
     assert stop_after < BARGE_IN_BOUND, f"agent kept talking {stop_after:.2f}s after the caller started"
     # the interrupted reply ("You have 5 tasks: ...") runs ~6.5 s in full; it was cut well short
     assert stopped - reply_started < 5.0
@@ -88,7 +91,7 @@ async def test_barge_in_stops_agent_audio(voice_stack: VoiceStack, caller: Calle
             voice_stack.metric_samples().get('voicefleet_agent_interruptions_total{agent="voiceroom-tasks"}', 0.0)
             > before
         ),
-        timeout=10,
+        timeout=30,  # counted once the words arrive: the STT final takes seconds on a loaded machine
         what="interruption counted by the agent",
     )
 
@@ -117,8 +120,8 @@ async def test_spoken_delete_runs_only_after_a_spoken_yes(voice_stack: VoiceStac
 
     # "Delete buy milk from my tasks" is often heard "delete by milk from my turks"; this phrasing is heard right
     ask = await caller.turn("Delete milk from my list", timeout=TURN_TIMEOUT)
-    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at)
-    assert "?" in question.text and "milk" in question.text.lower(), question.text
+    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at, contains="milk")
+    assert "?" in question.text, question.text
     assert any("milk" in t for t in titles(voice_stack)), "deleted before the user confirmed"
 
     await caller.turn("Right, what was on it again?", timeout=TURN_TIMEOUT)
@@ -126,7 +129,7 @@ async def test_spoken_delete_runs_only_after_a_spoken_yes(voice_stack: VoiceStac
     assert any("milk" in t for t in titles(voice_stack)), f"an answer that is not a yes deleted the task: {heard}"
 
     ask = await caller.turn("Delete milk from my list", timeout=TURN_TIMEOUT)
-    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at)
+    question = await caller.wait_transcript("agent", after=ask.utterance.ended_at, contains="milk")
     assert "?" in question.text, question.text
     await caller.turn("Yes, delete it.", timeout=TURN_TIMEOUT)
     await eventually(lambda: not titles(voice_stack), timeout=5, what="task deleted after yes", caller=caller)
