@@ -49,7 +49,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator agent e2e tests hack
 
 typecheck: venv
-	$(VENV)/bin/mypy -p voicefleet_operator -p testground -p voiceroom -p failover
+	$(VENV)/bin/mypy -p voicefleet_operator -p testground -p voiceroom -p failover -p phonecall
 
 unit: venv
 	$(PY) -m pytest tests/unit $(ARGS)
