@@ -136,3 +136,29 @@ def transcribe(recording: Path, span: tuple[float, float] | None = None) -> str:
         samples = samples[int(span[0] * rate) : int(span[1] * rate)]
     transcript = asyncio.run(get_engine().transcribe(for_whisper(samples, rate)))
     return transcript.text
+
+
+def sip_outcomes(prometheus_url: str) -> dict[str, float]:
+    """livekit-sip's own count of inbound calls by outcome, from its Prometheus endpoint: `accepted` (matched a
+    trunk and passed auth) and `<result>/<reason>` of `livekit_sip_calls_terminated` (e.g. `client_error/flood`,
+    `client_error/unauthorized`). livekit-sip v1.8.0 labels calls by its own host, not by trunk or number, so these
+    are per livekit-sip instance, not per VoiceAgent."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(prometheus_url, timeout=5) as resp:
+        text = resp.read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("dir") != "in":
+                continue
+            if s.name == "livekit_sip_invite_accepted_total":
+                key = "accepted"
+            elif s.name == "livekit_sip_calls_terminated_total":
+                key = f"{s.labels.get('result', '')}/{s.labels.get('reason', '')}"
+            else:
+                continue
+            counts[key] = counts.get(key, 0.0) + s.value
+    return counts

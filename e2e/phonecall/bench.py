@@ -31,7 +31,7 @@ from voicefleet_operator.telephony import Telephony
 from voiceroom.bench_voice import percentile
 from voiceroom.stack import LiveKitCredentials, VoiceStack, wait_until
 
-from . import CallResult, Phone
+from . import CallResult, Phone, sip_outcomes
 
 AGENT_NAME = "phone-bench"
 NUMBER = "+15550100200"
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             answered = run(stack, phone, args.calls)
             refused = refusals(phone, sip)
             elapsed = time.monotonic() - started
+            outcomes = sip_outcomes(sip.prometheus_url)
         ok = True
     finally:
         if sip_stack is not None:
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         want = "dropped (no answer)" if r.expected == 0 else str(r.expected)
         got = "dropped (no answer)" if r.status == 0 else str(r.status)
         print(f"refusal {r.case:<36} expected {want:<20} got {got:<20} {'ok' if r.as_expected else 'UNEXPECTED'}")
+    print("\nlivekit-sip's own count (Prometheus, inbound): " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                                                     sorted(outcomes.items())))  # fmt: skip
     p50, p95 = percentile(first, 50), percentile(first, 95)
     summary = {
         "calls": len(answered),
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary, "load_average": load,
         "calls": [{k: v for k, v in asdict(c).items() if k not in ("recording", "log")} for c in answered],
         "refusals": [asdict(r) for r in refused],
+        "livekit_sip_outcomes": outcomes,
     }, indent=2, default=str))  # fmt: skip
     print(f"wrote {out}")
     print(json.dumps(summary))
