@@ -144,6 +144,7 @@ class SipStack(Stack[SipGround]):
     livekit: LiveKit | None = None
     netns: str = field(init=False, default="")
     veth: str = field(init=False, default="")
+    made: list[str] = field(init=False, default_factory=list)  # every namespace and link it created, for checks
 
     def _start(self) -> SipGround:
         if self.livekit is None:
@@ -179,6 +180,7 @@ class SipStack(Stack[SipGround]):
         self.netns, self.veth = f"{NAME_PREFIX}-{tag}", f"{NAME_PREFIX}{tag}h"
         peer = f"{NAME_PREFIX}{tag}c"
         prefix = subnet.prefixlen
+        self.made += [self.netns, self.veth]
         _ip("netns", "add", self.netns)
         _ip("link", "add", self.veth, "type", "veth", "peer", "name", peer, "netns", self.netns)
         _ip("addr", "add", f"{host}/{prefix}", "dev", self.veth)
