@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from testground.livekit import LiveKitStack
+from testground.livekit import LiveKit, LiveKitStack
 from testground.sip import SipGround, SipStack
 from voicefleet_operator.models import VoiceAgent
 from voicefleet_operator.telephony import Telephony
@@ -49,20 +49,32 @@ class Secrets:
         return self.data.get(name)
 
 
-def voice_agent(livekit_url: str, caller_ip: str) -> VoiceAgent:
+def voice_agent(livekit_url: str, caller_ip: str, agent_name: str = AGENT_NAME, number: str = NUMBER) -> VoiceAgent:
     return VoiceAgent.from_body({
         "apiVersion": "voicefleet.io/v1alpha1", "kind": "VoiceAgent",
         "metadata": {"name": "tasks", "namespace": "bench", "uid": str(uuid.uuid4())},
         "spec": {
-            "image": "agent:dev", "agentName": AGENT_NAME,
+            "image": "agent:dev", "agentName": agent_name,
             "livekit": {"url": livekit_url, "secretRef": {"name": "lk"}},
             "pipeline": {"stt": {"provider": "deepgram", "model": "nova-3"},
                          "llm": {"provider": "openai", "model": "gpt-4o-mini"},
                          "tts": {"provider": "cartesia", "model": "sonic-3"}},
-            "channels": {"phone": {"numbers": [NUMBER], "allowedAddresses": [f"{caller_ip}/32"],
+            "channels": {"phone": {"numbers": [number], "allowedAddresses": [f"{caller_ip}/32"],
                                    "authSecretRef": {"name": "sip-auth"}, "roomPrefix": "call-"}},
         },
     })  # fmt: skip
+
+
+def configure_phone(livekit: LiveKit, agent: VoiceAgent) -> str:
+    """The operator's phone-channel service makes the trunk and dispatch rule; returns its PhoneReady message."""
+    telephony = Telephony(Secrets({
+        "lk": {"apiKey": livekit.api_key, "apiSecret": livekit.api_secret},
+        "sip-auth": {"username": USERNAME, "password": PASSWORD},
+    }))  # fmt: skip
+    result = asyncio.run(telephony.reconcile(agent, had_phone=False))
+    if result is None or result.status != "True":
+        raise RuntimeError(f"phone channel not configured: {result}")
+    return result.message
 
 
 @dataclass(frozen=True)
@@ -121,14 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         livekit = livekit_stack.start()
         sip_stack = SipStack(root / "sip", livekit=livekit)
         sip = sip_stack.start()
-        agent = voice_agent(livekit.url, sip.caller_ip)
-        telephony = Telephony(Secrets({
-            "lk": {"apiKey": livekit.api_key, "apiSecret": livekit.api_secret},
-            "sip-auth": {"username": USERNAME, "password": PASSWORD},
-        }))  # fmt: skip
-        result = asyncio.run(telephony.reconcile(agent, had_phone=False))
-        if result is None or result.status != "True":
-            raise RuntimeError(f"phone channel not configured: {result}")
+        configure_phone(livekit, voice_agent(livekit.url, sip.caller_ip))
         with VoiceStack(root / "voice", LiveKitCredentials.of(livekit), AGENT_NAME) as stack:
             phone = Phone(sip, root / "calls")
             started = time.monotonic()
