@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import random
 import secrets
 import socket
@@ -177,7 +178,9 @@ class SipStack(Stack[SipGround]):
         )  # fmt: skip
 
     def _net_up(self, tag: str, subnet: ipaddress.IPv4Network, host: str, caller: str, stranger: str) -> None:
-        self.netns, self.veth = f"{NAME_PREFIX}-{tag}", f"{NAME_PREFIX}{tag}h"
+        remove_orphans()
+        # the namespace's name carries our pid, so that a later stack removes it if we die with SIGKILL
+        self.netns, self.veth = f"{NAME_PREFIX}-{tag}-p{os.getpid()}", f"{NAME_PREFIX}{tag}h"
         peer = f"{NAME_PREFIX}{tag}c"
         prefix = subnet.prefixlen
         self.made += [self.netns, self.veth]
@@ -197,6 +200,19 @@ class SipStack(Stack[SipGround]):
         if self.netns:
             _ip("netns", "del", self.netns, check=False)
         self.veth = self.netns = ""
+
+
+def remove_orphans() -> list[str]:
+    """Delete the namespaces of SipStacks whose process is gone (killed before `stop`); their veth pairs go with them
+    (deleting one end of a veth deletes the other). Returns the names removed."""
+    removed = []
+    for line in _ip("netns", "list").stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        owner = name.rsplit("-p", 1)[-1] if name.startswith(NAME_PREFIX + "-") and "-p" in name else ""
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            _ip("netns", "del", name, check=False)
+            removed.append(name)
+    return removed
 
 
 def _udp_bound(host: str, port: int) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from testground.livekit import LiveKit
 from testground.process import ComponentError
-from testground.sip import NAME_PREFIX, SipStack
+from testground.sip import NAME_PREFIX, SipStack, remove_orphans
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +62,18 @@ def test_livekit_sip_that_cannot_start_fails_loudly_and_leaves_no_namespace(live
     assert failure.value.log is not None and failure.value.log.name == "livekit-sip.log"
     namespaces, links = ours()
     assert len(stack.made) == 2 and not set(stack.made) & (set(namespaces) | set(links))
+
+
+def test_namespace_of_a_killed_session_is_removed_by_the_next_stack() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    name, veth = f"{NAME_PREFIX}-dead00-p{gone.pid}", f"{NAME_PREFIX}dead00h"
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", veth, "type", "veth", "peer", "name", f"{NAME_PREFIX}dead00c", "netns", name)
+        assert name in remove_orphans()
+        namespaces, links = ours()
+        assert name not in namespaces and veth not in links  # the host end went with the namespace
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
