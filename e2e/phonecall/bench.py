@@ -60,7 +60,8 @@ def voice_agent(livekit_url: str, caller_ip: str, agent_name: str = AGENT_NAME, 
                          "llm": {"provider": "openai", "model": "gpt-4o-mini"},
                          "tts": {"provider": "cartesia", "model": "sonic-3"}},
             "channels": {"phone": {"numbers": [number], "allowedAddresses": [f"{caller_ip}/32"],
-                                   "authSecretRef": {"name": "sip-auth"}, "roomPrefix": "call-"}},
+                                   "authSecretRef": {"name": "sip-auth"}, "roomPrefix": "call-",
+                                   "ringingTimeoutSeconds": 120}},
         },
     })  # fmt: skip
 
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         sip = sip_stack.start()
         configure_phone(livekit, voice_agent(livekit.url, sip.caller_ip))
         with VoiceStack(root / "voice", LiveKitCredentials.of(livekit), AGENT_NAME) as stack:
+            wait_until(lambda: stack.worker_memory().processes >= 3, timeout=120, what="the agent's warm job process")
             phone = Phone(sip, root / "calls")
             started = time.monotonic()
             answered = run(stack, phone, args.calls, args.warmup)

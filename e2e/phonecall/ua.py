@@ -34,7 +34,7 @@ class Plan:
     username: str = ""
     password: str = ""
     say: str = ""  # WAV path of the request to play after the greeting ("" = play nothing)
-    answer_timeout: float = 30.0  # INVITE → a final response
+    answer_timeout: float = 60.0  # INVITE → a final response (livekit-sip answers once the agent is in the room)
     greeting_timeout: float = 30.0  # 200 OK → first audio
     quiet_s: float = 0.9  # greeting/answer ended after this much silence
     reply_timeout: float = 30.0  # end of the request → first audio of the reply
@@ -106,13 +106,16 @@ class Agent:
         code = int(tsx.statusCode)
         if 100 <= code < 200 and code not in self.out.provisional:
             self.out.provisional.append(code)
-        elif (
-            code >= 200
-            and not self.we_hung_up
-            and tsx.state in (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED)
-        ):
-            # the last final answer wins: a 407 challenge is followed by a second INVITE's answer
+        elif 200 <= code < 300:
             self.out.status, self.out.reason = code, str(tsx.statusText)
+        elif code >= 300 and tsx.state == pj.PJSIP_TSX_STATE_COMPLETED and self.open():
+            # COMPLETED comes with the answer; TERMINATED follows up to 32 s later (timer D), when a challenged
+            # first INVITE's 407 must not overwrite the second INVITE's 200
+            self.out.status, self.out.reason = code, str(tsx.statusText)
+
+    def open(self) -> bool:
+        """No final outcome yet: not answered, not given up."""
+        return not self.we_hung_up and self.out.confirmed is None and not 200 <= self.out.status < 300
 
     def on_media(self, call: Call) -> None:
         info = call.getInfo()

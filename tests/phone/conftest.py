@@ -14,11 +14,12 @@ from testground.livekit import LiveKit
 from testground.operator import Namespace
 from testground.sip import SipGround
 from voicefleet_offline import espeak
-from voiceroom import LiveKitCredentials, VoiceStack
+from voiceroom import LiveKitCredentials, VoiceStack, wait_until
 
 AGENT_NAME = "phone-tasks"
 USERNAME = "trunk-user"
 PASSWORD = "s3cret-pass-word"
+RINGING_TIMEOUT = 90
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,8 @@ def phone_stack(livekit: LiveKit, tmp_path_factory: pytest.TempPathFactory) -> I
     if not espeak.available():
         pytest.fail("espeak-ng or sox not installed: run `make system-deps` (apt-get install espeak-ng sox)")
     with VoiceStack(tmp_path_factory.mktemp("phone-agent"), LiveKitCredentials.of(livekit), AGENT_NAME) as stack:
+        # registered, and its warm job process up (main + forkserver + job process), as a fleet pod would be
+        wait_until(lambda: stack.worker_memory().processes >= 3, timeout=120, what="the agent's warm job process")
         yield stack
 
 
@@ -65,6 +68,9 @@ def voice_agent(ns: Namespace, livekit: LiveKit, number: str, allowed: list[str]
                     "allowedAddresses": allowed,
                     "authSecretRef": {"name": "sip-auth"},
                     "roomPrefix": "call-",
+                    # livekit-sip rings until the agent is in the room (then 200 OK), and gives up with 486 after
+                    # this; a job process starting cold on this shared 2-core box took 20-30 s under load 17
+                    "ringingTimeoutSeconds": RINGING_TIMEOUT,
                 }
             },
         },
