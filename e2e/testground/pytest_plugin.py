@@ -20,10 +20,11 @@ from testground.ground import Ground
 from testground.kube import Cluster, KubeStack
 from testground.livekit import LiveKit, LiveKitStack
 from testground.process import ComponentError
+from testground.sip import SipGround, SipStack
 
 _LOGS = pytest.StashKey[dict[str, Path]]()
 LOGS = _LOGS  # log folders of the session's stacks, by stack
-_FIXTURES = ("cluster", "livekit")
+_FIXTURES = ("cluster", "livekit", "sip")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -99,6 +100,18 @@ def livekit(request: pytest.FixtureRequest) -> Iterator[LiveKit]:
         lk = stack.start()
         secret_scan.remember(lk.api_secret)
         yield lk
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def sip(request: pytest.FixtureRequest, livekit: LiveKit) -> Iterator[SipGround]:
+    """livekit-sip for `livekit`, listening on a veth of its own; callers dial it from `sip.netns`."""
+    root: Path = request.getfixturevalue("_testground_private_root")
+    stack = SipStack(root, livekit=livekit)
+    request.config.stash[_LOGS]["sip"] = stack.logs_dir
+    try:
+        yield stack.start()
     finally:
         stack.stop()
 
