@@ -324,6 +324,75 @@ def load(address: str | Path, images: Sequence[Built], namespace: str = "k8s.io"
             raise ComponentError("containerd", f"ctr tag {image.dev_ref} exited {tagged.returncode}: {tagged.stderr}")
 
 
+class Container:
+    """`podman run` of an image the way a pod runs it: uid 10001, read-only root, no capabilities, host network
+    (no podman bridge), a tmpfs on /tmp. Output goes to `log`; the exit status is the container's."""
+
+    def __init__(
+        self,
+        ref: str,
+        args: Sequence[str] = (),
+        *,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        mounts: Mapping[str | Path, str] | None = None,
+        user: str = "10001:10001",
+    ) -> None:
+        self.ref = ref
+        self.args = list(args)
+        self.log = log
+        self.env = dict(env or {})
+        self.mounts = dict(mounts or {})
+        self.user = user
+        self.name = f"voicefleet-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def argv(self) -> list[str]:
+        argv = ["run", "--rm", "--name", self.name, "--network=host", "--user", self.user, "--read-only"]
+        argv += ["--tmpfs", "/tmp:rw,size=256m", "--cap-drop=ALL", "--security-opt", "no-new-privileges"]
+        for key, value in self.env.items():
+            argv += ["--env", f"{key}={value}"]
+        for source, target in self.mounts.items():
+            argv += ["--volume", f"{source}:{target}:ro"]
+        return [*argv, self.ref, *self.args]
+
+    def start(self) -> Container:
+        exe = shutil.which("podman")
+        if exe is None:
+            raise ComponentError("podman", "not on PATH: apt-get install podman (hack/system-deps.sh)")
+        with self.log.open("ab") as out:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen([exe, *self.argv()], env=podman_env(), stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, grace: int = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            exe = shutil.which("podman") or "podman"
+            subprocess.run([exe, "stop", "--time", str(grace), self.name], env=podman_env(), capture_output=True)
+            try:
+                self.proc.wait(timeout=grace + 30)
+            except subprocess.TimeoutExpired:
+                subprocess.run([exe, "rm", "--force", self.name], env=podman_env(), capture_output=True)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> Container:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
 def table(built: Sequence[Built]) -> str:
     rows = [f"{'image':<10} {'size MB':>8} {'seconds':>8}  {'':<6}  reference"]
     for b in built:
