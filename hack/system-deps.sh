@@ -12,6 +12,9 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 pkg-config --exists opusfile 2>/dev/null || need+=(libopusfile-dev)
 pkg-config --exists soxr 2>/dev/null || need+=(libsoxr-dev)
+# the images (make images): podman builds them, mmdebstrap makes the Debian base without a registry
+command -v podman >/dev/null || need+=(podman)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[system-deps] installing ${need[*]}" >&2
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
