@@ -15,6 +15,7 @@ BUILD_SCRIPT = Path(__file__).with_name("build.sh")
 
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
 LIVEKIT_BINARIES = ("livekit-server",)
+NODE_BINARIES = ("kubelet", "pause")
 BUILD_COMPONENTS = {
     "kube-apiserver": "k8s",
     "kube-controller-manager": "k8s",
@@ -23,6 +24,8 @@ BUILD_COMPONENTS = {
     "kubectl": "helm",
     "helm": "helm",
     "livekit-server": "livekit",
+    "kubelet": "kubelet",
+    "pause": "kubelet",
 }
 
 
