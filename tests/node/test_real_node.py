@@ -7,15 +7,18 @@ import ipaddress
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testground import host, tinyimages
+from testground.operator import OperatorProcess
 from testground.pytest_plugin import NodeGround
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 WEB_PORT = 8080
 WEB_SCRIPT = f"mkdir -p /www && echo ready >/www/index.html && exec httpd -f -p {WEB_PORT} -h /www"
 
@@ -139,3 +142,22 @@ def test_real_node_joins_the_kwok_nodes_tainted_so_other_pods_stay_off_it(node_g
                   ["spec"].get("nodeName"))  # fmt: skip
     assert placed in cluster.nodes
     cluster.kubectl("delete", "namespace", "real-node-other", "--wait=false")
+
+
+def test_pod_reaches_the_operators_fleet_channel_on_the_pod_gateway(
+    node_ground: NodeGround, web: tuple[str, str, float], tmp_path: Path
+) -> None:
+    namespace, name, _ = web
+    cluster = node_ground.cluster
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    operator = OperatorProcess(cluster.kubeconfig, tmp_path, fleet_address=host.POD_GATEWAY)
+    operator.start()
+    try:
+        assert operator.fleet_url.startswith(f"http://{host.POD_GATEWAY}:")
+        answer = cluster.kubectl(
+            "-n", namespace, "exec", name, "--", "wget", "-q", "-O-", operator.fleet_url + "/healthz"
+        )
+        assert answer.stdout.strip() == "ok"
+    finally:
+        operator.stop()
