@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all venv system-deps bins crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
+.PHONY: all venv system-deps bins images crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
 	bench-reconcile bench-voice bench-failover clean
 
 all: test
@@ -15,7 +15,7 @@ all: test
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PY_VERSION) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==25.3
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[operator,agent,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[operator,agent,offline,dev]'
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -26,6 +26,12 @@ system-deps:
 # Pinned control plane, kwok, livekit-server, helm and kubectl, cached by version in ~/.cache/voicefleet.
 bins: venv
 	bash e2e/testground/build.sh
+
+# localhost/voicefleet-{operator,agent,offline}:<content hash> and :dev with podman, no registry; rebuilt only when
+# what goes into an image changed. BASE=python:3.11.7-slim-bookworm for the official base (default: a local
+# mmdebstrap Debian base, cached).
+images: venv system-deps
+	$(PY) -m testground.images $(if $(BASE),--base $(BASE)) build
 
 crds: venv
 	$(PY) -m voicefleet_operator.crdgen crds
@@ -54,7 +60,7 @@ typecheck: venv
 unit: venv
 	$(PY) -m pytest tests/unit $(ARGS)
 
-test: venv system-deps bins crds-check lint typecheck
+test: venv system-deps bins images crds-check lint typecheck
 	$(PY) -m pytest $(ARGS)
 
 demo: venv system-deps bins

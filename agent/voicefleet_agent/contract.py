@@ -32,6 +32,15 @@ FLEET_PATH = "/v1/fleet"
 ENV_WORKER_PORT = "VOICEFLEET_WORKER_PORT"
 ENV_METRICS_PORT = "VOICEFLEET_METRICS_PORT"
 
+# Attempts to reach LiveKit before the worker gives up (exit status EXIT_GAVE_UP); livekit-agents' default is 16.
+ENV_LIVEKIT_MAX_RETRY = "VOICEFLEET_LIVEKIT_MAX_RETRY"
+EXIT_GAVE_UP = 3
+
+# Health endpoints on the worker port: readiness means registered with LiveKit; liveness that the worker's event
+# loop answers.
+READINESS_PATH = "/"
+LIVENESS_PATH = "/worker"
+
 # Where the operator mounts the rendered config inside the pod.
 CONFIG_DIR = "/etc/voicefleet"
 CONFIG_FILE = "agent.json"

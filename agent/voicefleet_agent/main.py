@@ -8,12 +8,14 @@ as it is in the pod). The config comes from the file named by VOICEFLEET_CONFIG.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
 
 from livekit.agents import AgentServer, JobContext, JobProcess, inference
 
+from voicefleet_agent import contract
 from voicefleet_agent.config import load_config
 from voicefleet_agent.contract import AgentConfig
 from voicefleet_agent.metrics import default_metrics, reap_dead_processes
@@ -22,6 +24,30 @@ from voicefleet_agent.worker_options import preload_local_inference, server_opti
 
 REAP_INTERVAL_SECONDS = 15.0
 CONFIG = load_config()
+log = logging.getLogger("voicefleet_agent")
+
+
+class Server(AgentServer):
+    """An AgentServer whose health endpoint (``/``, the readiness probe) answers 200 only while registered.
+
+    livekit-agents' own ``/`` says OK from the start and while it cannot reach LiveKit; it turns 503 only once it
+    gave up (``_connection_failed``), and then the process exits 0. Here ``_connection_failed`` reads "not
+    registered (or gave up)", and `gave_up` remembers the give-up for the exit status.
+    """
+
+    gave_up = False
+
+    @property
+    def _connection_failed(self) -> bool:  # read by livekit-agents' "/" handler (pinned livekit-agents)
+        return self.gave_up or not self.registered
+
+    @_connection_failed.setter
+    def _connection_failed(self, value: bool) -> None:
+        self.gave_up = value
+
+    @property
+    def registered(self) -> bool:
+        return self.id != "unregistered" and not self._connecting
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -50,9 +76,9 @@ def _on_worker_started() -> None:
     task.add_done_callback(_background.discard)
 
 
-def build_server(config: AgentConfig) -> AgentServer:
+def build_server(config: AgentConfig) -> Server:
     preload_local_inference(config, os.environ)  # before the forkserver starts: it reads this at preload
-    server = AgentServer(setup_fnc=prewarm, **server_options(config, os.environ))
+    server = Server(setup_fnc=prewarm, **server_options(config, os.environ))
     # explicit dispatch: LiveKit only sends this worker jobs for this agent name
     server.rtc_session(entrypoint, agent_name=config.agent_name)
     server.on("worker_started", _on_worker_started)
@@ -68,7 +94,12 @@ def cli(argv: list[str]) -> int:
 
     if argv and argv[0] in ("start", "console"):
         argv = [argv[0], str(Path(__file__).resolve()), *argv[1:]]
-    return livekit_main(argv)
+    status = livekit_main(argv)
+    if server.gave_up:
+        url = os.environ.get(contract.ENV_LIVEKIT_URL, "(LIVEKIT_URL unset)")
+        log.error("giving up: could not connect and register with LiveKit at %s; see the retries above", url)
+        return contract.EXIT_GAVE_UP
+    return status
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def server_options(config: AgentConfig, environ: Mapping[str, str]) -> dict[str,
         "prometheus_port": int(environ.get(contract.ENV_METRICS_PORT, contract.METRICS_PORT)),
         "prometheus_multiproc_dir": environ.get(contract.ENV_PROMETHEUS_MULTIPROC_DIR),
     }
+    if max_retry := environ.get(contract.ENV_LIVEKIT_MAX_RETRY):
+        options["max_retry"] = int(max_retry)
     if config.idle_processes is not None:
         options["num_idle_processes"] = config.idle_processes
     if config.max_sessions is not None:

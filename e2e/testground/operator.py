@@ -61,12 +61,20 @@ class OperatorProcess:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while not http_ok(f"http://127.0.0.1:{self.health_port}/healthz"):
+        while not http_ok(self.readiness_url):  # logged in to the API server and watching
             if self.proc.poll() is not None:
                 raise ComponentError("operator", f"exited with {self.proc.returncode}", self.log_path)
             if time.monotonic() > deadline:
-                raise ComponentError("operator", f"not live after {timeout}s", self.log_path)
+                raise ComponentError("operator", f"not ready after {timeout}s", self.log_path)
             time.sleep(0.2)
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/healthz"
+
+    @property
+    def readiness_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/readyz"
 
     @property
     def fleet_url(self) -> str:

@@ -250,9 +250,9 @@ def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, 
     spec = agent.spec
     secrets_hash = _hash(json.dumps(sorted(inputs.secret_versions.items())))
 
-    def probe(period: int, failures: int) -> dict[str, Any]:
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
-            "httpGet": {"path": "/", "port": "worker"},
+            "httpGet": {"path": path, "port": "worker"},
             "periodSeconds": period,
             "timeoutSeconds": 3,
             "failureThreshold": failures,
@@ -294,9 +294,10 @@ def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, 
                                 {"name": "worker", "containerPort": contract.WORKER_PORT, "protocol": "TCP"},
                                 {"name": "metrics", "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
                             ],
-                            "startupProbe": probe(2, 60),
-                            "livenessProbe": probe(10, 3),
-                            "readinessProbe": probe(5, 2),
+                            # alive: the worker answers; ready: registered with LiveKit (contract.py)
+                            "startupProbe": probe(contract.LIVENESS_PATH, 2, 60),
+                            "livenessProbe": probe(contract.LIVENESS_PATH, 10, 3),
+                            "readinessProbe": probe(contract.READINESS_PATH, 5, 2),
                             "resources": spec.resources.model_dump(),
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,

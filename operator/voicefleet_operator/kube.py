@@ -45,6 +45,12 @@ class Kube:
         items = self.client.list(VoiceAgentResource, namespace=namespace)
         return [obj.to_dict() async for obj in items]  # type: ignore[no-untyped-call]
 
+    async def check(self, namespace: str | None) -> None:
+        """Raise unless the API server answers a list of VoiceAgents (all namespaces when None) for us."""
+        chunks = self.client.list(VoiceAgentResource, namespace=namespace or "*", chunk_size=1)
+        async for _ in chunks:  # the first chunk is the answer
+            break
+
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(ProviderPolicyResource, namespace, name)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ STARTUP_TIMEOUT = 60.0
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
     config = tmp_path / "agent.json"
     config.write_text(make_config(agent_name="task-manager", turn_detection="vad", idle_processes=1).to_json())
     worker_port, metrics_port = free_port(), free_port()
@@ -38,6 +39,7 @@ def worker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]
         contract.ENV_PROMETHEUS_MULTIPROC_DIR: str(tmp_path / "prometheus"),
         contract.ENV_WORKER_PORT: str(worker_port),
         contract.ENV_METRICS_PORT: str(metrics_port),
+        **getattr(request, "param", {}),
     }
     with (tmp_path / "worker.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -70,3 +72,25 @@ def test_worker_dispatch_metrics_and_sigterm(worker: tuple[subprocess.Popen[byte
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            code: int = resp.status
+            return code
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize("worker", [{contract.ENV_LIVEKIT_MAX_RETRY: "2"}], indirect=True)
+def test_worker_that_cannot_reach_livekit_is_alive_not_ready_and_gives_up_non_zero(
+    worker: tuple[subprocess.Popen[bytes], int, int], tmp_path: Path
+) -> None:
+    proc, worker_port, _ = worker
+    base = f"http://127.0.0.1:{worker_port}"
+    wait_for_http(base + contract.LIVENESS_PATH, timeout=STARTUP_TIMEOUT, proc=proc)
+    assert status(base + contract.READINESS_PATH) == 503  # the readiness probe: not registered
+    assert proc.wait(timeout=120) == contract.EXIT_GAVE_UP
+    log = (tmp_path / "worker.log").read_text()
+    assert "giving up: could not connect and register with LiveKit at ws://127.0.0.1:" in log, log[-3000:]

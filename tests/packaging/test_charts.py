@@ -106,6 +106,7 @@ def test_operator_runs_one_replica_with_recreate_and_hardened_pod() -> None:
     assert container["image"] == "ghcr.io/voicefleet/operator:0.1.0"  # appVersion when no tag is given
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert not any(a.startswith("--namespace") for a in container["args"])  # all namespaces by default
     digest = by_kind(render(OPERATOR_CHART, "all-features.yaml"), "Deployment")
     operator = next(d for d in digest if d["metadata"]["name"] == "voicefleet-operator")
