@@ -69,8 +69,9 @@ demo: venv system-deps bins
 run: venv
 	$(PY) -m voicefleet_operator --log-format plain
 
+# ARGS=--real-node adds a real kubelet node (one per machine; see e2e/testground/README.md)
 testground-up: venv system-deps bins
-	$(PY) -m testground up
+	$(PY) -m testground up $(ARGS)
 
 testground-down: venv
 	$(PY) -m testground down

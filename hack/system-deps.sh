@@ -12,6 +12,18 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 pkg-config --exists opusfile 2>/dev/null || need+=(libopusfile-dev)
 pkg-config --exists soxr 2>/dev/null || need+=(libsoxr-dev)
+# The test ground's real node (e2e/testground/node.py): containerd + runc as its CRI, the bridge CNI plugin, iptables
+# (the kubelet writes its chains with it), ip (the pod bridge), gcc + libc headers for the pause binary, and a
+# static busybox for the tests' tiny image.
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v nft >/dev/null || need+=(nftables)   # to delete the empty tables iptables-nft leaves at teardown
+command -v ip >/dev/null || need+=(iproute2)
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/include/stdio.h ] || need+=(libc6-dev)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 # the images (make images): podman builds them, mmdebstrap makes the Debian base without a registry
 command -v podman >/dev/null || need+=(podman)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)

@@ -18,6 +18,9 @@ def _usage(ground: Ground) -> str:
     if ground.cluster:
         lines.append(f"  kubernetes  {ground.cluster.server}  nodes: {', '.join(ground.cluster.nodes)}")
         lines.append(f"  kubeconfig  {ground.cluster.kubeconfig}")
+    if ground.node:
+        lines.append(f"  real node   {ground.node.name}  containerd {ground.node.containerd_socket}")
+        lines.append(f"  for pods    apiserver {ground.node.api_service_url}, services at {ground.node.pod_gateway}")
     if ground.livekit:
         lines.append(f"  livekit     {ground.livekit.url}  (redis {ground.livekit.redis})")
         lines.append(f"  env file    {root / 'livekit.env'}")
@@ -48,13 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--no-kube", action="store_true", help="only redis + livekit-server")
     p_up.add_argument("--no-livekit", action="store_true", help="only the Kubernetes control plane")
     p_up.add_argument("--nodes", type=int, default=3, help="kwok nodes (default 3)")
+    p_up.add_argument(
+        "--real-node", action="store_true", help="add a real kubelet node (containerd, pod bridge); one per machine"
+    )
     p_up.add_argument("--timeout", type=float, default=120, help="seconds each component may take to be ready")
     p_down = sub.add_parser("down", help="stop everything `up` started; idempotent")
     p_down.add_argument("--purge", action="store_true", help="also delete the state folder and logs")
     sub.add_parser("status", help="what runs; exit 1 unless all of it is healthy")
     sub.add_parser("env", help='print export lines: eval "$(python -m testground env)"')
     p_build = sub.add_parser("build", help="build the pinned binaries into the cache (build.sh)")
-    p_build.add_argument("components", nargs="*", help="k8s, kwok, livekit, helm (default: all)")
+    p_build.add_argument("components", nargs="*", help="k8s, kubelet, kwok, livekit, helm (default: all)")
     args = parser.parse_args(argv)
     root: Path = (args.dir or default_dir()).absolute()
 
@@ -63,15 +69,17 @@ def main(argv: list[str] | None = None) -> int:
             binaries.build(args.components)
             print(f"binaries in {binaries.bin_dir()}")
         elif args.command == "up":
-            needed = (binaries.K8S_BINARIES if not args.no_kube else ()) + (
-                binaries.LIVEKIT_BINARIES if not args.no_livekit else ()
+            needed = (
+                (binaries.K8S_BINARIES if not args.no_kube else ())
+                + (binaries.LIVEKIT_BINARIES if not args.no_livekit else ())
+                + (binaries.NODE_BINARIES if args.real_node else ())
             )
             if absent := binaries.missing(needed):
                 components = sorted({binaries.BUILD_COMPONENTS[n] for n in absent})
                 print(f"building {', '.join(absent)} (cold: ~10 min) ...", flush=True)
                 binaries.build(components)
             ground = up(root, kube=not args.no_kube, livekit=not args.no_livekit, nodes=args.nodes,
-                        timeout=args.timeout)  # fmt: skip
+                        real_node=args.real_node, timeout=args.timeout)  # fmt: skip
             print(_usage(ground))
             print("seconds until ready: " + ", ".join(f"{k} {v}" for k, v in ground.timings.items()))
         elif args.command == "down":

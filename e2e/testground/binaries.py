@@ -16,6 +16,7 @@ BUILD_SCRIPT = Path(__file__).with_name("build.sh")
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
 LIVEKIT_BINARIES = ("livekit-server",)
 SIP_BINARIES = ("livekit-sip",)
+NODE_BINARIES = ("kubelet", "pause")
 BUILD_COMPONENTS = {
     "kube-apiserver": "k8s",
     "kube-controller-manager": "k8s",
@@ -25,6 +26,8 @@ BUILD_COMPONENTS = {
     "helm": "helm",
     "livekit-server": "livekit",
     "livekit-sip": "sip",
+    "kubelet": "kubelet",
+    "pause": "kubelet",
 }
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Provide the test ground's pinned binaries, cached by version outside the repository.
-# Usage: build.sh [component ...]   (default: all). Prints the bin directory on the last line.
+# Usage: build.sh [component ...]   (helm kwok livekit k8s kubelet; default: all). Prints the bin directory on the last line.
 # The cache is an optimisation: without it everything is built from the Go module proxy.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.34.2}
 K8S_STAGING=${K8S_STAGING:-0.34.2}
+PAUSE_VERSION=${PAUSE_VERSION:-3.10.1}   # the sandbox image kubelet 1.34 expects
 KWOK_VERSION=${KWOK_VERSION:-0.8.0}
 LIVEKIT_VERSION=${LIVEKIT_VERSION:-1.13.5}
 SIP_VERSION=${SIP_VERSION:-1.8.0}   # livekit-sip; the Go proxy answers 403 for v1.8.1-v1.13.0, @latest and commits
@@ -19,6 +20,28 @@ log() { printf '[testground-build] %s\n' "$*" >&2; }
 have() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$BIN/.$1.version"; }
 
+# A wrapper module in the current directory that pins every k8s.io staging module to its published tag:
+# k8s.io/kubernetes requires them at v0.0.0 and replaces them with local paths upstream.
+k8s_wrapper_module() {  # package ...
+  go mod init k8sbins >/dev/null 2>&1
+  local gomod m pkg
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u); do
+    go mod edit -replace="$m=$m@v$K8S_STAGING"
+  done
+  local pkgs=()
+  for pkg in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$pkg@v$K8S_VERSION"); done
+  go get "${pkgs[@]}" >&2
+}
+
+k8s_build() {  # component: into $BIN, stamped with the version
+  log "  go build $1"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34" \
+    -o "$BIN/$1.tmp" "k8s.io/kubernetes/cmd/$1"
+  mv "$BIN/$1.tmp" "$BIN/$1"
+  stamp "$1" "$K8S_VERSION"
+}
+
 build_k8s() {
   local comps=(kube-apiserver kube-controller-manager kube-scheduler) c missing=0
   for c in "${comps[@]}"; do have "$c" "$K8S_VERSION" || missing=1; done
@@ -29,22 +52,28 @@ build_k8s() {
   trap 'rm -rf "$work"; trap - RETURN' RETURN
   (
     cd "$work"
-    go mod init k8sbins >/dev/null 2>&1
-    local gomod
-    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-    # Each staging module is required at v0.0.0 and replaced by a local path upstream; point them at published tags.
-    local m
-    for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u); do
-      go mod edit -replace="$m=$m@v$K8S_STAGING"
-    done
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@v$K8S_VERSION" >&2
-    for c in "${comps[@]}"; do
-      log "  go build $c"
-      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34" \
-        -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
-      mv "$BIN/$c.tmp" "$BIN/$c"
-      stamp "$c" "$K8S_VERSION"
-    done
+    k8s_wrapper_module "${comps[@]}"
+    for c in "${comps[@]}"; do k8s_build "$c"; done
+  )
+}
+
+# The real node: kubelet, and the sandbox ("pause") binary compiled from the very source Kubernetes ships it from
+# (build/pause/linux/pause.c in the same module), since no registry can be reached to pull registry.k8s.io/pause.
+build_kubelet() {
+  have kubelet "$K8S_VERSION" && have pause "$PAUSE_VERSION-$K8S_VERSION" && { log "kubelet v$K8S_VERSION cached"; return; }
+  log "building kubelet v$K8S_VERSION (after the control plane: ~1 min; cold: 10-20 min on 2 cores)"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    k8s_wrapper_module kubelet
+    have kubelet "$K8S_VERSION" || k8s_build kubelet
+    local src
+    src=$(go env GOMODCACHE)/k8s.io/kubernetes@v$K8S_VERSION/build/pause/linux/pause.c
+    log "  gcc pause $PAUSE_VERSION"
+    gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-v$K8S_VERSION" -o "$BIN/pause.tmp" "$src"
+    mv "$BIN/pause.tmp" "$BIN/pause"
+    stamp pause "$PAUSE_VERSION-$K8S_VERSION"
   )
 }
 
@@ -94,10 +123,11 @@ get_helm_kubectl() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s)
+[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s kubelet)
 for c in "${components[@]}"; do
   case "$c" in
     k8s) build_k8s ;;
+    kubelet) build_kubelet ;;
     kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     livekit) go_install livekit-server "$LIVEKIT_VERSION" github.com/livekit/livekit-server/cmd/server ;;
     helm) get_helm_kubectl ;;

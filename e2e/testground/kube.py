@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from testground import binaries, pki
+from testground import binaries, host, pki
 from testground.process import ComponentError, Stack, free_port, http_ok
 
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
@@ -35,6 +35,8 @@ CLIENTS = {
     "kwok": "/O=system:masters/CN=kwok-controller",
     # the apiserver's identity towards aggregated API servers (e.g. a custom-metrics adapter)
     "front-proxy-client": "/CN=front-proxy-client",
+    # the apiserver's identity towards kubelets (logs, exec, port-forward on the real node), as kubeadm issues it
+    "kube-apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
 }
 # etcd 3.5.1 lacks RequestWatchProgress, so the watch cache refuses watch-list streams. With the WatchList
 # gate on, the apiserver also turns every watch from resourceVersion ""/"0" into one (kwok watches so), and
@@ -148,7 +150,7 @@ class ApiClient:
         return self.request("GET", path)
 
 
-def _kubeconfig(server: str, ca: Path, client: pki.KeyPair, user: str) -> str:
+def client_kubeconfig(server: str, ca: Path, client: pki.KeyPair, user: str) -> str:
     def b64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
 
@@ -205,6 +207,9 @@ class KubeStack(Stack[Cluster]):
     # benchmarks count a client's requests by verb from it.
     audit: bool = False
     audit_users: tuple[str, ...] = ("voicefleet-admin",)
+    # With a real node: the apiserver listens at the `kubernetes` Service's ClusterIP:443 (on the ground's service
+    # bridge, host.py) instead of a free loopback port, so pods reach it through their in-cluster config.
+    serve_pods: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -241,8 +246,8 @@ class KubeStack(Stack[Cluster]):
         tokens = kube / "tokens.csv"
         tokens.write_text(f'{token},voicefleet-admin,voicefleet-admin,"system:masters"\n')
         tokens.chmod(0o600)
-        port = free_port()
-        server = f"https://127.0.0.1:{port}"
+        address, port = (host.API_SERVICE_IP, host.API_SERVICE_PORT) if self.serve_pods else ("127.0.0.1", free_port())
+        server = f"https://{address}:{port}"
         audit_flags: list[str | Path] = []
         if self.audit:
             policy = kube / "audit-policy.yaml"
@@ -253,8 +258,8 @@ class KubeStack(Stack[Cluster]):
         apiserver = self.supervisor.spawn("kube-apiserver", [
             binaries.binary("kube-apiserver"),
             "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-            "--bind-address", "127.0.0.1", "--secure-port", str(port), "--advertise-address", "127.0.0.1",
-            # the `kubernetes` Service can't have a loopback endpoint; nothing in the ground needs one
+            "--bind-address", address, "--secure-port", str(port), "--advertise-address", address,
+            # the `kubernetes` Service can't have a loopback endpoint; pods of the real node reach its ClusterIP
             "--endpoint-reconciler-type", "none",
             "--tls-cert-file", certs.apiserver.cert, "--tls-private-key-file", certs.apiserver.key,
             "--client-ca-file", certs.ca.cert, "--token-auth-file", tokens,
@@ -270,6 +275,9 @@ class KubeStack(Stack[Cluster]):
             "--proxy-client-cert-file", certs.clients["front-proxy-client"].cert,
             "--proxy-client-key-file", certs.clients["front-proxy-client"].key,
             *audit_flags,
+            "--kubelet-client-certificate", certs.clients["kube-apiserver-kubelet-client"].cert,
+            "--kubelet-client-key", certs.clients["kube-apiserver-kubelet-client"].key,
+            "--kubelet-certificate-authority", certs.ca.cert,
         ])  # fmt: skip
         admin = ApiClient(server, certs.ca.cert, client_cert=certs.clients["admin"])
         apiserver.wait_ready(lambda: admin.get("/readyz") == "ok", self.timeout, "ready (/readyz)")
@@ -279,7 +287,7 @@ class KubeStack(Stack[Cluster]):
         for name in ("admin", "kube-controller-manager", "kube-scheduler", "kwok"):
             pair = certs.clients[name]
             kubeconfigs[name] = kube / f"{name}.kubeconfig"
-            kubeconfigs[name].write_text(_kubeconfig(server, certs.ca.cert, pair, name))
+            kubeconfigs[name].write_text(client_kubeconfig(server, certs.ca.cert, pair, name))
             kubeconfigs[name].chmod(0o600)
         kubeconfig = self.root / "kubeconfig"
         shutil.copyfile(kubeconfigs["admin"], kubeconfig)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from testground import binaries
+from testground import binaries, host
 from testground.process import Stack, free_port, http_ok
 
 
@@ -27,6 +27,7 @@ class LiveKit:
     logs_dir: Path
     rtc_udp_port: int
     rtc_tcp_port: int
+    pod_url: str | None = None  # with a real node: the same server at the pod bridge's gateway (ws://10.247.0.1:…)
 
     def env(self) -> dict[str, str]:
         """The variables LiveKit SDKs and livekit-agents read."""
@@ -42,6 +43,7 @@ class LiveKit:
             "logs_dir": str(self.logs_dir),
             "rtc_udp_port": self.rtc_udp_port,
             "rtc_tcp_port": self.rtc_tcp_port,
+            "pod_url": self.pod_url,
         }
 
     @classmethod
@@ -59,12 +61,21 @@ def _redis_pong(port: int) -> bool:
 
 
 def livekit_config(
-    *, http_port: int, udp_port: int, tcp_port: int, redis: str, api_key: str, api_secret: str
+    *,
+    http_port: int,
+    udp_port: int,
+    tcp_port: int,
+    redis: str,
+    api_key: str,
+    api_secret: str,
+    pod_address: str | None = None,
 ) -> dict[str, Any]:
-    """livekit-server settings for loopback-only media: a local participant reaches it at 127.0.0.1."""
+    """livekit-server settings for loopback-only media: a local participant reaches it at 127.0.0.1.
+
+    With `pod_address` (the real node's pod bridge gateway) it also listens there and gathers that interface."""
     return {
         "port": http_port,
-        "bind_addresses": ["127.0.0.1"],
+        "bind_addresses": ["127.0.0.1", *([pod_address] if pod_address else [])],
         "keys": {api_key: api_secret},
         "redis": {"address": redis},
         "rtc": {
@@ -75,7 +86,7 @@ def livekit_config(
             "node_ip": "127.0.0.1",
             "use_external_ip": False,
             "enable_loopback_candidate": True,
-            "interfaces": {"includes": ["lo"]},
+            "interfaces": {"includes": ["lo", *([host.POD_BRIDGE] if pod_address else [])]},
         },
         "turn": {"enabled": False},
         "logging": {"level": "info"},
@@ -85,6 +96,8 @@ def livekit_config(
 @dataclass
 class LiveKitStack(Stack[LiveKit]):
     """Starts redis-server and livekit-server under `root`; `stop` ends both."""
+
+    pod_address: str | None = None  # also listen here (host.POD_GATEWAY when the ground has a real node)
 
     def _start(self) -> LiveKit:
         binaries.ensure_built(binaries.LIVEKIT_BINARIES, self.logs_dir / "build.log")
@@ -107,7 +120,7 @@ class LiveKitStack(Stack[LiveKit]):
         config = work / "livekit.yaml"
         config.write_text(yaml.safe_dump(livekit_config(
             http_port=http_port, udp_port=udp_port, tcp_port=tcp_port,
-            redis=address, api_key=api_key, api_secret=api_secret,
+            redis=address, api_key=api_key, api_secret=api_secret, pod_address=self.pod_address,
         )))  # fmt: skip
         config.chmod(0o600)
         server = self.supervisor.spawn("livekit-server", [binaries.binary("livekit-server"), "--config", config])
@@ -122,4 +135,5 @@ class LiveKitStack(Stack[LiveKit]):
             logs_dir=self.logs_dir,
             rtc_udp_port=udp_port,
             rtc_tcp_port=tcp_port,
+            pod_url=f"ws://{self.pod_address}:{http_port}" if self.pod_address else None,
         )

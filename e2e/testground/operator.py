@@ -38,8 +38,12 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 90.0, every: fl
 class OperatorProcess:
     """`python -m voicefleet_operator` with its own liveness and metrics ports and a log file."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None, fleet_address: str = "127.0.0.1"
+    ) -> None:
+        """`fleet_address`: where the fleet channel listens; host.POD_GATEWAY for agents in real-node pods."""
         self.kubeconfig = kubeconfig
+        self.fleet_address = fleet_address
         # one per-install key for every start of this operator, as the chart's Secret gives one
         self.env = {"VOICEFLEET_INSTALL_KEY": secrets.token_urlsafe(32), **(env or {})}
         secret_scan.remember(self.env["VOICEFLEET_INSTALL_KEY"])
@@ -55,7 +59,7 @@ class OperatorProcess:
                     sys.executable, "-m", "voicefleet_operator", "--log-format", "plain",
                     "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                     "--metrics-port", str(self.metrics_port),
-                    "--fleet-listen", f"127.0.0.1:{self.fleet_port}", "--fleet-url", self.fleet_url,
+                    "--fleet-listen", f"{self.fleet_address}:{self.fleet_port}", "--fleet-url", self.fleet_url,
                 ],
                 env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -78,8 +82,8 @@ class OperatorProcess:
 
     @property
     def fleet_url(self) -> str:
-        """Where agents on this machine long-poll the operator for the providers in use."""
-        return f"http://127.0.0.1:{self.fleet_port}"
+        """Where agents long-poll the operator for the providers in use."""
+        return f"http://{self.fleet_address}:{self.fleet_port}"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:

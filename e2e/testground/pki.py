@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +86,16 @@ def generate(directory: Path, clients: dict[str, str]) -> Pki:
     for key in directory.glob("*.key"):
         key.chmod(0o600)
     return Pki(ca, apiserver, sa_key, sa_pub, issued)
+
+
+def issue(
+    directory: Path, ca: KeyPair, certs: Mapping[str, tuple[str, str]], sans: Sequence[str] = ()
+) -> dict[str, KeyPair]:
+    """Issue certificates signed by `ca` into `directory`: name -> (subject, "client" or "server" with `sans`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "openssl.cnf"
+    config.write_text(_OPENSSL_CONFIG.format(sans=", ".join(sans) or "DNS:localhost"))
+    issued = {name: _issue(directory, name, subject, kind, config, ca) for name, (subject, kind) in certs.items()}
+    for pair in issued.values():
+        pair.key.chmod(0o600)
+    return issued

@@ -1,9 +1,14 @@
-"""pytest fixtures for the real test ground: `cluster` (Kubernetes on kwok nodes) and `livekit` (livekit-server).
+"""pytest fixtures for the real test ground: `cluster` (Kubernetes on kwok nodes), `livekit` (livekit-server), and
+`node_ground` (a ground of its own with a real kubelet node).
 
 Enable with `pytest_plugins = ["testground.pytest_plugin"]`. Each fixture starts only its own stack, once per
 session, under pytest's tmp folder (--testground=fresh, the default: sessions run by different people on one
 machine don't share state). --testground=auto reuses a ground started by `python -m testground up` when it is
 healthy, else starts one; --testground=reuse requires the running one. $TESTGROUND sets the default.
+
+`node_ground` is module-scoped and separate from `cluster`/`livekit`: a real node takes the whole machine
+(testground.host; another session waits for it), so it is held only while the tests that need it run, and pods of
+other tests never land on it. Reused from `python -m testground up --real-node` with --testground=auto/reuse.
 """
 
 from __future__ import annotations
@@ -11,20 +16,23 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from testground import secret_scan
+from testground import host
 from testground.ground import Ground
 from testground.kube import Cluster, KubeStack
 from testground.livekit import LiveKit, LiveKitStack
+from testground.node import RealNode, RealNodeStack
 from testground.process import ComponentError
 from testground.sip import SipGround, SipStack
 
 _LOGS = pytest.StashKey[dict[str, Path]]()
 LOGS = _LOGS  # log folders of the session's stacks, by stack
-_FIXTURES = ("cluster", "livekit", "sip")
+_FIXTURES = ("cluster", "livekit", "sip", "node_ground")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -114,6 +122,43 @@ def sip(request: pytest.FixtureRequest, livekit: LiveKit) -> Iterator[SipGround]
         yield stack.start()
     finally:
         stack.stop()
+
+
+@dataclass(frozen=True)
+class NodeGround:
+    """A control plane and livekit-server that pods reach, with a real node (and the kwok nodes)."""
+
+    cluster: Cluster
+    livekit: LiveKit
+    node: RealNode
+
+
+@pytest.fixture(scope="module")
+def node_ground(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeGround]:
+    """Takes the machine (host.claim), starts cluster + livekit on the pod network, then the real node; afterwards
+    stops them and puts the machine back as found."""
+    logs = request.config.stash[_LOGS]
+    ground = _running_ground(request.config, "node")
+    if ground is not None and ground.node and ground.cluster and ground.livekit:
+        logs["node_ground"] = ground.node.logs_dir
+        yield NodeGround(ground.cluster, ground.livekit, ground.node)
+        return
+    root = tmp_path_factory.mktemp("nodeground")
+    claim = host.claim(root, wait=420)  # within pytest-timeout's 600 s
+    # started one after the other in this thread: processes die with it (PR_SET_PDEATHSIG) if pytest is killed
+    kube = KubeStack(root, serve_pods=True)
+    livekit = LiveKitStack(root, pod_address=host.POD_GATEWAY)
+    node = RealNodeStack(root)
+    logs["node_ground"] = kube.logs_dir
+    try:
+        cluster = kube.start()
+        node.cluster = cluster
+        yield NodeGround(cluster, livekit.start(), node.start())
+    finally:
+        node.stop()
+        livekit.stop()
+        kube.stop()
+        host.release(claim)
 
 
 @pytest.fixture

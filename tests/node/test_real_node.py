@@ -1,0 +1,163 @@
+"""A real kubelet node in the test ground: real containers, real probes, and pods that reach the ground's services
+over the pod bridge, as in a cluster (no hostNetwork)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testground import host, tinyimages
+from testground.operator import OperatorProcess
+from testground.pytest_plugin import NodeGround
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB_PORT = 8080
+WEB_SCRIPT = f"mkdir -p /www && echo ready >/www/index.html && exec httpd -f -p {WEB_PORT} -h /www"
+
+
+def web_pod(name: str) -> dict[str, Any]:
+    """busybox httpd serving /www, Ready while GET / answers 200 (probed by the kubelet every second)."""
+    spec = {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "web",
+            "image": tinyimages.TOOLBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["sh", "-c", WEB_SCRIPT],
+            "readinessProbe": {"httpGet": {"path": "/", "port": WEB_PORT}, "periodSeconds": 1, "failureThreshold": 1},
+        }],
+    }  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def pinned(pod: dict[str, Any], node_ground: NodeGround) -> dict[str, Any]:
+    return {**pod, "spec": node_ground.node.pin(pod["spec"])}
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def poll(what: str, check: Any, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def web(node_ground: NodeGround) -> Iterator[tuple[str, str, float]]:
+    """A Ready web pod on the real node: (namespace, pod name, seconds from create to Ready)."""
+    node_ground.node.import_image(tinyimages.docker_archive(tinyimages.toolbox_image()))
+    cluster = node_ground.cluster
+    namespace, name = "real-node-web", "web"
+    cluster.kubectl("create", "namespace", namespace)
+    created = time.monotonic()
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pinned(web_pod(name), node_ground)))
+    cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=120s")
+    yield namespace, name, time.monotonic() - created
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def get_pod(node_ground: NodeGround, namespace: str, name: str) -> dict[str, Any]:
+    out = node_ground.cluster.kubectl("-n", namespace, "get", "pod", name, "-o", "json").stdout
+    return dict(json.loads(out))
+
+
+def test_busybox_pod_runs_on_the_real_node_with_a_bridge_ip(
+    node_ground: NodeGround, web: tuple[str, str, float]
+) -> None:
+    namespace, name, seconds = web
+    pod = get_pod(node_ground, namespace, name)
+    assert pod["spec"]["nodeName"] == node_ground.node.name
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(host.POD_SUBNET)
+    assert "hostNetwork" not in pod["spec"]
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["ready"] and "running" in status["state"]
+    assert status["containerID"].startswith("containerd://")
+    # logs and exec go apiserver -> kubelet with the apiserver's kubelet client certificate (webhook authn/authz)
+    exec_out = node_ground.cluster.kubectl("-n", namespace, "exec", name, "--", "cat", "/www/index.html").stdout
+    assert exec_out.strip() == "ready"
+    print(f"pod create -> Ready: {seconds:.2f} s")
+
+
+def test_readiness_follows_the_kubelets_http_probe(node_ground: NodeGround, web: tuple[str, str, float]) -> None:
+    namespace, name, _ = web
+    kubectl = node_ground.cluster.kubectl
+    kubectl("-n", namespace, "exec", name, "--", "mv", "/www/index.html", "/www/gone.html")
+    poll("the pod to turn NotReady after its page is gone", lambda: not ready(get_pod(node_ground, namespace, name)))
+    kubectl("-n", namespace, "exec", name, "--", "mv", "/www/gone.html", "/www/index.html")
+    poll("the pod to turn Ready again", lambda: ready(get_pod(node_ground, namespace, name)))
+
+
+def test_pod_reaches_livekit_and_the_apiserver_over_the_pod_network(
+    node_ground: NodeGround, web: tuple[str, str, float]
+) -> None:
+    namespace, name, _ = web
+    assert node_ground.livekit.pod_url is not None
+    livekit_http = node_ground.livekit.pod_url.replace("ws://", "http://")
+
+    def in_pod(script: str) -> str:
+        return node_ground.cluster.kubectl("-n", namespace, "exec", name, "--", "sh", "-c", script).stdout
+
+    assert in_pod(f"wget -q -O- {livekit_http}/").strip() == "OK"
+    # the in-cluster config every pod gets: the `kubernetes` Service's ClusterIP, held by the host (no kube-proxy)
+    env = in_pod("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT").strip()
+    assert env == f"{host.API_SERVICE_IP}:{host.API_SERVICE_PORT}"
+    # kubectl in the pod with no flags: in-cluster config (service env, ServiceAccount token, CA verified for 10.96.0.1)
+    assert in_pod("kubectl get --raw /readyz").strip() == "ok"
+    version = json.loads(in_pod("kubectl version -o json"))["serverVersion"]
+    assert version["gitVersion"] == "v1.34.2"
+    whoami = json.loads(in_pod("kubectl auth whoami -o json"))["status"]["userInfo"]
+    assert whoami["username"] == f"system:serviceaccount:{namespace}:default"
+
+
+def test_real_node_joins_the_kwok_nodes_tainted_so_other_pods_stay_off_it(node_ground: NodeGround) -> None:
+    cluster = node_ground.cluster
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    assert set(node_ground.cluster.nodes) < set(by_name)
+    real = by_name[node_ground.node.name]
+    assert real["metadata"]["labels"]["voicefleet.dev/real-node"] == "true"
+    assert {"key": "voicefleet.dev/real-node", "value": "true", "effect": "NoSchedule"} in real["spec"]["taints"]
+    assert real["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.6")
+    assert real["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.2"
+    # a pod that does not tolerate the taint goes to a kwok node
+    cluster.kubectl("create", "namespace", "real-node-other")
+    cluster.kubectl("-n", "real-node-other", "apply", "-f", "-", input=json.dumps(web_pod("plain")))
+    placed = poll("the scheduler to place the plain pod", lambda: get_pod(node_ground, "real-node-other", "plain")
+                  ["spec"].get("nodeName"))  # fmt: skip
+    assert placed in cluster.nodes
+    cluster.kubectl("delete", "namespace", "real-node-other", "--wait=false")
+
+
+def test_pod_reaches_the_operators_fleet_channel_on_the_pod_gateway(
+    node_ground: NodeGround, web: tuple[str, str, float], tmp_path: Path
+) -> None:
+    namespace, name, _ = web
+    cluster = node_ground.cluster
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    operator = OperatorProcess(cluster.kubeconfig, tmp_path, fleet_address=host.POD_GATEWAY)
+    operator.start()
+    try:
+        assert operator.fleet_url.startswith(f"http://{host.POD_GATEWAY}:")
+        answer = cluster.kubectl(
+            "-n", namespace, "exec", name, "--", "wget", "-q", "-O-", operator.fleet_url + "/healthz"
+        )
+        assert answer.stdout.strip() == "ok"
+    finally:
+        operator.stop()
