@@ -48,6 +48,18 @@ class Secrets:
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.data.get(name)
 
+    async def voice_agents(self, namespace: str) -> list[dict[str, Any]]:
+        """The one VoiceAgent there is, with its phone channel: the orphan sweep must keep its trunk and rule."""
+        return [
+            {
+                "metadata": {"name": "tasks", "namespace": namespace},
+                "spec": {"channels": {"phone": {"numbers": [NUMBER]}}},
+            }
+        ]
+
+    async def cluster_id(self) -> str:
+        return "bench"
+
 
 def voice_agent(livekit_url: str, caller_ip: str, agent_name: str = AGENT_NAME, number: str = NUMBER) -> VoiceAgent:
     return VoiceAgent.from_body({

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testground import secret_scan
-from testground import host
+from testground import host, secret_scan
 from testground.ground import Ground
 from testground.kube import Cluster, KubeStack
 from testground.livekit import LiveKit, LiveKitStack
