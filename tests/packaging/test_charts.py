@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,10 @@ def test_optional_parts_render_only_when_switched_on() -> None:
         ("Deployment", "voicefleet-whisper"),
         ("Service", "voicefleet-whisper"),
         ("PersistentVolumeClaim", "voicefleet-whisper-models"),
+        ("Deployment", "voicefleet-offline"),
+        ("Service", "voicefleet-offline"),
+        ("Deployment", "voicefleet-tasks"),
+        ("Service", "voicefleet-tasks"),
     }
     assert optional <= everything
     assert not optional & default
@@ -294,3 +299,26 @@ def test_dashboard_config_map_carries_the_generated_dashboard() -> None:
     (config_map,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["voicefleet.json"]) == hack("dashboard").build()
+
+
+def test_offline_stack_serves_the_addresses_the_examples_name() -> None:
+    """offline.enabled alone: the provider stack, the tasks MCP server and a Whisper Service in front of the
+    offline OpenAI audio API, at the host:ports examples/ use (release and namespace "voicefleet")."""
+    docs = render(OPERATOR_CHART, sets=("offline.enabled=true",))
+    services = {d["metadata"]["name"]: d for d in by_kind(docs, "Service")}
+    examples = (ROOT / "examples" / "10-providerpolicy.yaml").read_text() + (
+        ROOT / "examples" / "20-voiceagent.yaml"
+    ).read_text()
+    urls = set(re.findall(r"http://([a-z0-9-]+)\.voicefleet\.svc:(\d+)", examples))
+    assert urls, "examples name no in-cluster services"
+    for host, port in urls:
+        assert host in services, f"{host} is not rendered"
+        assert int(port) in [p["port"] for p in services[host]["spec"]["ports"]], f"{host}:{port}"
+    whisper = services["voicefleet-whisper"]["spec"]
+    assert (
+        whisper["selector"]["app.kubernetes.io/component"] == "offline"
+        and whisper["ports"][0]["targetPort"] == "openai"
+    )
+    for deployment in by_kind(docs, "Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
