@@ -65,14 +65,6 @@ class OperatorProcess:
             time.sleep(0.2)
 
     @property
-    def liveness_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}/healthz"
-
-    @property
-    def readiness_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}/readyz"
-
-    @property
     def fleet_url(self) -> str:
         """Where agents on this machine long-poll the operator for the providers in use."""
         return f"http://127.0.0.1:{self.fleet_port}"
@@ -89,6 +81,14 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/healthz"
+
+    @property
+    def readiness_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/readyz"
 
 
 class Namespace:
