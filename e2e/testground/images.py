@@ -40,6 +40,7 @@ OFFICIAL_BASE = "python:3.11.7-slim-bookworm"
 LOCAL = "local"  # --base value: the mmdebstrap base
 REPOSITORY = "localhost/voicefleet-{name}"
 DEV_TAG = "dev"
+KEEP_BUILDS = 3  # content-addressed builds kept per image (worktrees sharing the machine each need theirs)
 NAMES = ("operator", "agent", "offline")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTAINERS_CONF = """\
@@ -52,19 +53,30 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
-# The Debian base: python/pip in /usr/local/bin and site-packages under /usr/local like the official slim image
-# (`python3 -m venv /usr/local`); merged /usr without usrmerge (it drags perl in); no docs, man pages or locales.
+# The Debian base: python in /usr/local/bin and site-packages under /usr/local like the official slim image (`python3
+# -m venv /usr/local`, without pip: the build stages bootstrap it with ensurepip, the images do not carry it); only
+# the Essential packages (no apt: the operator and agent never install packages); merged /usr without usrmerge (it
+# drags perl in); no docs, man pages, locales, glibc charset converters (gconv: Python and our libraries do their own
+# encodings) or the stdlib parts nothing imports at run time (pydoc topics, lib2to3, test). libstdc++ for the wheels'
+# C++ extensions (numpy, onnxruntime, livekit); apt brought it in minbase. The "apt" flavour adds apt for images that
+# apt-get install.
 BASE_SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libstdc++6")
+BASE_FLAVOURS: dict[str, tuple[str, ...]] = {"slim": (), "apt": ("apt",)}
+IMAGE_FLAVOURS = {"operator": "slim", "agent": "slim", "offline": "apt"}
 MMDEBSTRAP_ARGS = (
-    "--variant=minbase",
-    "--include=python3,python3-venv,ca-certificates",
+    "--variant=essential",
     "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
     "--dpkgopt=path-exclude=/usr/share/man/*",
     "--dpkgopt=path-exclude=/usr/share/doc/*",
     "--dpkgopt=path-include=/usr/share/doc/*/copyright",
     "--dpkgopt=path-exclude=/usr/share/locale/*",
     "--dpkgopt=path-include=/usr/share/locale/locale.alias",
-    '--customize-hook=chroot "$1" python3 -m venv /usr/local',
+    "--dpkgopt=path-exclude=/usr/share/info/*",
+    "--dpkgopt=path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*",
+    '--customize-hook=chroot "$1" python3 -m venv --without-pip /usr/local',
+    # after python3.11's postinst, which byte-compiles them
+    '--customize-hook=cd "$1"/usr/lib/python3.11 && rm -rf pydoc_data lib2to3 test',
     '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log',
 )
 BASE_CHANGES = (
@@ -159,21 +171,22 @@ def _digest(parts: Sequence[str]) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
-def local_base() -> str:
-    """The mmdebstrap base image, built once per recipe (about a minute), then reused."""
-    recipe = _digest([BASE_SUITE, *MMDEBSTRAP_ARGS, *BASE_CHANGES])
-    ref = f"localhost/voicefleet-base:{BASE_SUITE}-{recipe}"
+def local_base(flavour: str = "slim") -> str:
+    """The mmdebstrap base image of a flavour, built once per recipe (about a minute), then reused."""
+    include = "--include=" + ",".join((*BASE_PACKAGES, *BASE_FLAVOURS[flavour]))
+    recipe = _digest([BASE_SUITE, include, *MMDEBSTRAP_ARGS, *BASE_CHANGES])
+    ref = f"localhost/voicefleet-base:{BASE_SUITE}-{flavour}-{recipe}"
     if exists(ref):
         return ref
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise ComponentError("mmdebstrap", "not on PATH: apt-get install mmdebstrap (hack/system-deps.sh)")
-    log = cache_dir() / "mmdebstrap.log"
+    log = cache_dir() / f"mmdebstrap-{flavour}.log"
     with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="base-") as tmp:
         tar = Path(tmp) / "rootfs.tar"
         with log.open("w") as out:
             result = subprocess.run(
-                [mmdebstrap, *MMDEBSTRAP_ARGS, BASE_SUITE, str(tar)], stdout=out, stderr=subprocess.STDOUT
+                [mmdebstrap, include, *MMDEBSTRAP_ARGS, BASE_SUITE, str(tar)], stdout=out, stderr=subprocess.STDOUT
             )
         if result.returncode:
             raise ComponentError("mmdebstrap", f"exited {result.returncode}", log)
@@ -182,10 +195,10 @@ def local_base() -> str:
     return ref
 
 
-def resolve_base(base: str) -> str:
-    """The base image reference for `base` (LOCAL or an image name), present in podman's storage."""
+def resolve_base(base: str, name: str) -> str:
+    """The base image reference of image `name` for `base` (LOCAL or an image name), present in podman's storage."""
     if base == LOCAL:
-        return local_base()
+        return local_base(IMAGE_FLAVOURS[name])
     if not exists(base):
         podman("pull", base, capture=False)
     return base
@@ -244,12 +257,20 @@ def _build_args(name: str, base_ref: str, tags: Sequence[str], context: Path, ta
 
 
 def _forget_older(name: str, keep: Sequence[str]) -> None:
-    """Untag earlier builds of this image and of its dependency stage; their layers go with the prune."""
+    """Untag all but the newest KEEP_BUILDS builds of this image and of its dependency stage (their layers go with
+    the prune). Several worktrees on one machine share podman's storage: each keeps its own recent builds."""
     for repo in (repository(name), f"{repository(name)}-deps"):
-        listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={repo}")
-        stale = [ref for ref in listed.split() if ref not in keep]
+        listed = podman("images", "--sort", "created", "--format", "{{.Tag}}", "--filter", f"reference={repo}")
+        tags = [tag for tag in listed.split() if tag not in (DEV_TAG, "<none>")]  # newest first
+        stale = [f"{repo}:{tag}" for tag in tags[KEEP_BUILDS:] if f"{repo}:{tag}" not in keep]
         if stale:
             podman("untag", *stale)
+
+
+def _prune() -> None:
+    """Remove dangling leftovers; another worktree's build in progress may hold some, which is not an error."""
+    exe = shutil.which("podman") or "podman"
+    subprocess.run([exe, "image", "prune", "--force"], env=podman_env(), capture_output=True)
 
 
 def build_one(name: str, base_ref: str, *, verbose: bool = False) -> Built:
@@ -277,10 +298,9 @@ def build_one(name: str, base_ref: str, *, verbose: bool = False) -> Built:
 def build(names: Sequence[str] = NAMES, base: str = LOCAL, *, verbose: bool = False) -> list[Built]:
     """Build (or find cached) the named images on `base`; returns them in order."""
     with _locked():
-        base_ref = resolve_base(base)
-        built = [build_one(name, base_ref, verbose=verbose) for name in names]
+        built = [build_one(name, resolve_base(base, name), verbose=verbose) for name in names]
         if not all(b.cached for b in built):
-            podman("image", "prune", "--force")  # dangling leftovers of earlier builds
+            _prune()
     return built
 
 

@@ -73,14 +73,6 @@ class OperatorProcess:
             time.sleep(0.2)
 
     @property
-    def liveness_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}/healthz"
-
-    @property
-    def readiness_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}/readyz"
-
-    @property
     def fleet_url(self) -> str:
         """Where agents long-poll the operator for the providers in use."""
         return f"http://{self.fleet_address}:{self.fleet_port}"
@@ -97,6 +89,14 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/healthz"
+
+    @property
+    def readiness_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/readyz"
 
 
 class Namespace:

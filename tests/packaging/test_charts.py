@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ def test_optional_parts_render_only_when_switched_on() -> None:
         ("Deployment", "voicefleet-whisper"),
         ("Service", "voicefleet-whisper"),
         ("PersistentVolumeClaim", "voicefleet-whisper-models"),
+        ("Deployment", "voicefleet-offline"),
+        ("Service", "voicefleet-offline"),
+        ("Deployment", "voicefleet-tasks"),
+        ("Service", "voicefleet-tasks"),
     }
     assert optional <= everything
     assert not optional & default
@@ -320,3 +325,26 @@ def test_the_fleet_channel_admits_only_agent_pods() -> None:
         if values:
             assert source["namespaceSelector"]["matchExpressions"][0]["values"] == ["voice-a", "voice-b"]
     assert not by_kind(render(OPERATOR_CHART, sets=("networkPolicy.enabled=false",)), "NetworkPolicy")
+
+
+def test_offline_stack_serves_the_addresses_the_examples_name() -> None:
+    """offline.enabled alone: the provider stack, the tasks MCP server and a Whisper Service in front of the
+    offline OpenAI audio API, at the host:ports examples/ use (release and namespace "voicefleet")."""
+    docs = render(OPERATOR_CHART, sets=("offline.enabled=true",))
+    services = {d["metadata"]["name"]: d for d in by_kind(docs, "Service")}
+    examples = (ROOT / "examples" / "10-providerpolicy.yaml").read_text() + (
+        ROOT / "examples" / "20-voiceagent.yaml"
+    ).read_text()
+    urls = set(re.findall(r"http://([a-z0-9-]+)\.voicefleet\.svc:(\d+)", examples))
+    assert urls, "examples name no in-cluster services"
+    for host, port in urls:
+        assert host in services, f"{host} is not rendered"
+        assert int(port) in [p["port"] for p in services[host]["spec"]["ports"]], f"{host}:{port}"
+    whisper = services["voicefleet-whisper"]["spec"]
+    assert (
+        whisper["selector"]["app.kubernetes.io/component"] == "offline"
+        and whisper["ports"][0]["targetPort"] == "openai"
+    )
+    for deployment in by_kind(docs, "Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
