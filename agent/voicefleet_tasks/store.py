@@ -112,6 +112,14 @@ class TaskStore:
             raise ValueError("a task list needs an owner")
         return OwnerTasks(self, owner)
 
+    def titles_by_owner(self) -> dict[str, list[str]]:
+        """Every owner's task titles (tests, operators)."""
+        found: dict[str, list[str]] = {}
+        with self._connect() as conn:
+            for row in conn.execute("SELECT owner, title FROM tasks ORDER BY id"):
+                found.setdefault(row["owner"], []).append(row["title"])
+        return found
+
     def clear_all(self) -> int:
         """Delete every owner's tasks (tests, operators); returns how many there were."""
         with self._write() as conn:

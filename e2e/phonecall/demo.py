@@ -33,6 +33,6 @@ def call_once(root: Path, livekit: LiveKit, stack: VoiceStack) -> None:
         if call.reply_start is not None:
             reply = transcribe(call.recording, call.segment(call.reply_start, call.reply_end))
             print(f'agent answered:    "{reply}"')
-        print(f"tasks in SQLite:   {[(t.id, t.title) for t in stack.store.list_tasks()]}")
+        print(f"tasks in SQLite:   {stack.task_db.titles_by_owner()}")
     finally:
         sip_stack.stop()

@@ -9,6 +9,7 @@ and the tasks MCP server.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -126,7 +127,9 @@ def test_offline_image_synthesises_speech_and_serves_the_tasks_mcp_server(
     ref = built["offline"].ref
     with (
         images.Container(ref, offline_args, log=tmp_path / "offline.log") as offline,
-        images.Container(ref, tasks_args, log=tmp_path / "tasks.log") as tasks_server,
+        images.Container(
+            ref, tasks_args, log=tmp_path / "tasks.log", env={contract.ENV_TASKS_TOKEN_KEY: secrets.token_hex(16)}
+        ) as tasks_server,
     ):
         seconds = max(
             wait_until(offline, f"serving :{port}", lambda p=port: status(f"http://127.0.0.1:{p}/healthz")[0] == 200)

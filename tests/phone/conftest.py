@@ -91,5 +91,5 @@ def line(ns: Namespace, livekit: LiveKit, sip: SipGround, phone_stack: VoiceStac
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr
     ns.wait_condition("voiceagent", "tasks", "PhoneReady", "True", "Configured")
-    phone_stack.store.clear()
+    phone_stack.task_db.clear_all()
     return Line(ns, number, body)
