@@ -116,6 +116,7 @@ def test_sigkilled_at_random_moments_the_operator_converges_with_no_orphans_or_d
     print(f"VOICEFLEET_CRASH_SEED={seed}")
     rng = random.Random(seed)
     alive = set(range(AGENTS))
+    next_index = AGENTS
     for first in range(0, AGENTS, 25):  # in batches: one kubectl apply of 200 can take minutes on a busy machine
         assert ns.apply(*(_doc(ns, livekit, i) for i in range(first, min(first + 25, AGENTS)))).returncode == 0
     for kill in range(KILLS):
@@ -129,10 +130,11 @@ def test_sigkilled_at_random_moments_the_operator_converges_with_no_orphans_or_d
         gone = rng.sample(sorted(alive), 2)
         alive -= set(gone)
         ns.kubectl("delete", "voiceagent", *(f"va-{i:03d}" for i in gone), "--wait=false")
-        if kill % 5 == 4:  # and a few new ones, under the names of deleted ones
-            back = rng.sample(sorted(set(range(AGENTS)) - alive), 2)
-            if ns.apply(*(_doc(ns, livekit, i) for i in back)).returncode == 0:
-                alive |= set(back)
+        if kill % 5 == 4:  # and a few new ones
+            new = [next_index, next_index + 1]
+            next_index += 2
+            assert ns.apply(*(_doc(ns, livekit, i) for i in new)).returncode == 0
+            alive |= set(new)
     names = {f"va-{i:03d}" for i in alive}
 
     def settled() -> bool:
