@@ -81,6 +81,7 @@ def test_call_with_the_right_credentials_is_greeted_adds_the_task_and_hang_up_en
     # "Hi! I can keep track of your tasks. What would you like to do?" through G.722 and Whisper tiny.en: heard as
     # "...track of your tasks..." and once "...track of your ass. what you like to do."
     assert any(words in greeting for words in GREETING_WORDS), f"greeting heard as {greeting!r}"
+
     def phone_callers_tasks() -> list[str]:  # kept under the caller's number (phone:<sip.phoneNumber>)
         by_owner = phone_stack.task_db.titles_by_owner()
         return [title for owner, titles in by_owner.items() if owner.startswith("phone:") for title in titles]
