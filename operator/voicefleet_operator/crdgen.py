@@ -90,7 +90,7 @@ def _key_rule(names: dict[str, Any]) -> dict[str, str]:
     if "enum" in names:
         detail = "be one of " + ", ".join(names["enum"])
     else:
-        detail = f"have at most {names.get('maxLength')} characters matching {names.get('pattern', '.*')}"
+        detail = f"have at most {names.get('maxLength')} characters matching `{names.get('pattern', '.*')}`"
     return models.cel(f"self.all(k, {' && '.join(checks)})", f"keys must {detail}")
 
 

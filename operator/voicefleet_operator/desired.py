@@ -54,6 +54,10 @@ RESERVED_ENV = frozenset(
 )
 
 
+# VOICEFLEET_* variables a user sets through spec.env: the key the agents sign tasks-server tokens with.
+USER_ENV = frozenset({contract.ENV_TASKS_TOKEN_KEY})
+
+
 class InvalidSpec(ValueError):
     """The spec is valid by schema but cannot be reconciled; the message names the field."""
 
@@ -175,7 +179,7 @@ def referenced_secrets(agent: VoiceAgent, policy: ProviderPolicy | None) -> set[
 def validate(inputs: Inputs) -> None:
     """Checks the schema cannot express. Raises InvalidSpec naming the field."""
     for i, env in enumerate(inputs.agent.spec.env):
-        if env.name in RESERVED_ENV or env.name.startswith("VOICEFLEET_"):
+        if env.name in RESERVED_ENV or (env.name.startswith("VOICEFLEET_") and env.name not in USER_ENV):
             raise InvalidSpec(f"spec.env[{i}].name: {env.name} is set by the operator")
     if inputs.policy is not None:
         override = inputs.policy.spec.override

@@ -317,6 +317,7 @@ AUTHORIZED_ONLY = {("voicefleet.io", "voiceagents/finalizers", "update")}
 OTHER_PATHS = {
     ("", "configmaps", "get"): "a spec's instructionsConfigMapRef (Reconciler._gather)",
     ("voicefleet.io", "providerpolicies", "get"): "a ProviderPolicy no watch event has shown yet (read cache miss)",
+    ("", "namespaces", "get"): "the cluster's identity in a phone channel's SIP objects (Kube.cluster_id)",
 }
 
 

@@ -113,7 +113,8 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [serviceaccounts, services]
-  verbs: [list, watch, create, patch]
+  # get: before its first write of a child, whether that name is held by an object it did not create
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
   # get: its rollout's figures, for the VoiceAgent's status
@@ -124,7 +125,7 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [list, watch, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
