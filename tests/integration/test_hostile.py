@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,24 +21,13 @@ from livekit.protocol.sip import (
     SIPDispatchRuleInfo,
     SIPInboundTrunkInfo,
 )
-from phone_kit import LiveKitView, agent, number, secrets
+from phone_kit import LiveKitView, agent, number
 
 from testground.livekit import LiveKit
 from testground.operator import Namespace, wait_for
 
 pytestmark = pytest.mark.integration
 DELETE_WITHIN_S = 10
-
-
-@pytest.fixture
-def lkview(livekit: LiveKit) -> Iterator[LiveKitView]:
-    yield LiveKitView(livekit)
-
-
-@pytest.fixture
-def phone_ns(ns: Namespace, livekit: LiveKit) -> Namespace:
-    assert ns.apply(*secrets(livekit)).returncode == 0
-    return ns
 
 
 def with_phone(body: dict[str, Any], **phone: Any) -> dict[str, Any]:

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from livekit.protocol.sip import CreateSIPInboundTrunkRequest, DeleteSIPTrunkRequest, SIPInboundTrunkInfo
-from phone_kit import LiveKitView, agent, number, secrets
+from phone_kit import LiveKitView, agent, number
 
 from testground.livekit import LiveKit
 from testground.operator import Namespace, OperatorProcess, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def lkview(livekit: LiveKit) -> Iterator[LiveKitView]:
-    yield LiveKitView(livekit)
-
-
-@pytest.fixture
-def phone_ns(ns: Namespace, livekit: LiveKit) -> Namespace:
-    assert ns.apply(*secrets(livekit)).returncode == 0
-    return ns
 
 
 def owner(ns: Namespace) -> str:
