@@ -146,13 +146,11 @@ def _owner(body: kopf.Body) -> str | None:
     return None
 
 
-async def child_changed(body: kopf.Body, name: str, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
+async def child_changed(body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any) -> None:
     # Only what changes something the operator owns (drift, deletion) or reports (a Deployment's rollout) wakes
     # the owner; status updates of HPAs and PDBs, and the echo of our own writes, do not.
     if type is not None and type not in WATCHED_EVENTS:
         return
-    if type == "DELETED":
-        memo.reconciler.forget_child(body.get("kind"), _ns(namespace), name)
     memo.kube.saw(dict(body), deleted=type == "DELETED")
     matters = memo.reconciler.applied.observe(dict(body), deleted=type == "DELETED", listing=type is None)
     if matters and (owner := _owner(body)):

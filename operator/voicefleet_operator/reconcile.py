@@ -93,8 +93,6 @@ class Reconciler:
         self.emit = emit
         self.clock = clock
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-        # Children known to be ours: (kind, namespace, name, owner uid). Anything else is checked before a write.
-        self._owned: set[tuple[str, str, str, str]] = set()
 
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks[("VoiceAgent", f"{namespace}/{name}")]
@@ -246,7 +244,7 @@ class Reconciler:
                 changed.append(manifest)
         for manifest in changed:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
-            if (kind, namespace, name, uid) in self._owned:
+            if key_of(manifest) in self.applied.entries:  # this process applied it: ours (a deletion forgets it)
                 continue
             found = await self.store.child(manifest["apiVersion"], kind, namespace, name)
             if found is not None and not desired.controlled_by(found, uid):
@@ -263,14 +261,9 @@ class Reconciler:
                 async with self.applied.gate:
                     result = await self.store.apply(manifest)
                 self.applied.record(manifest, result)
-                self._owned.add((manifest["kind"], namespace, manifest["metadata"]["name"], uid))
         except WriteRejected as rejected:
             return conditions.Problem("ApplyFailed", f"{rejected} Nothing was changed.")
         return None
-
-    def forget_child(self, kind: str, namespace: str, name: str) -> None:
-        """A child was deleted: the next write checks again who holds its name."""
-        self._owned = {key for key in self._owned if key[:3] != (kind, namespace, name)}
 
     async def remove_phone(self, body: dict[str, Any]) -> None:
         """Finalizer: delete the agent's LiveKit SIP objects. Raises to be retried.
