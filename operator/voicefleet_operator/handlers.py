@@ -97,7 +97,9 @@ def _has_phone(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.on.delete(GROUP, VERSION, "voiceagents", when=_has_phone)
-async def remove_phone(body: kopf.Body, annotations: kopf.Annotations, memo: Any, **_: Any) -> None:
+async def remove_phone(
+    body: kopf.Body, annotations: kopf.Annotations, status: kopf.Status, memo: Any, **_: Any
+) -> None:
     if annotations.get(ABANDON_PHONE_CLEANUP) == "true":
         _emit(dict(body), "Warning", "PhoneCleanupAbandoned",
               f"{ABANDON_PHONE_CLEANUP}=true: deleted without removing the SIP trunk and rule from LiveKit; "
@@ -106,6 +108,11 @@ async def remove_phone(body: kopf.Body, annotations: kopf.Annotations, memo: Any
     try:
         await memo.reconciler.remove_phone(dict(body))
     except (LiveKitUnavailable, LookupError) as error:
+        if not status.get("phone"):  # LiveKit never confirmed a trunk or rule of ours: nothing to wait for
+            _emit(dict(body), "Warning", "PhoneCleanupSkipped",
+                  f"{error}; no SIP trunk or rule was ever recorded for this VoiceAgent, so its deletion does not "
+                  "wait (the orphan sweep removes any that a crash left)")  # fmt: skip
+            return
         _emit(dict(body), "Warning", "PhoneCleanupPending", f"Cannot remove the SIP trunk and rule yet: {error}")
         raise kopf.TemporaryError(str(error), delay=RETRY_SECONDS) from error
 

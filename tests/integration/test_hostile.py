@@ -299,9 +299,23 @@ def test_sip_objects_this_cluster_made_for_agents_that_are_gone_are_swept(
             lkview.run(lambda sip, i=x.sip_trunk_id: sip.delete_trunk(DeleteSIPTrunkRequest(sip_trunk_id=i)))
 
 
-def test_the_abandon_annotation_lets_a_delete_finish_without_livekit(phone_ns: Namespace, livekit: LiveKit) -> None:
+def test_an_agent_livekit_never_answered_for_deletes_at_once(phone_ns: Namespace, livekit: LiveKit) -> None:
     ns = phone_ns
     assert ns.apply(agent(ns, "ws://127.0.0.1:9")).returncode == 0
+    ns.wait_condition("voiceagent", "phone", "PhoneReady", "False", "LiveKitUnavailable")
+    deleted_within(ns, "voiceagent", "phone")
+    events = json.loads(ns.kubectl("get", "events", "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "PhoneCleanupSkipped" for e in events)
+
+
+def test_the_abandon_annotation_lets_a_delete_finish_without_livekit(
+    phone_ns: Namespace, livekit: LiveKit, lkview: LiveKitView
+) -> None:
+    ns = phone_ns
+    assert ns.apply(agent(ns, livekit.url)).returncode == 0
+    ns.wait_condition("voiceagent", "phone", "PhoneReady", "True", "Configured")
+    gone = {"spec": {"livekit": {"url": "ws://127.0.0.1:9"}}}  # LiveKit holds its trunk, and is then unreachable
+    ns.kubectl("patch", "voiceagent", "phone", "--type=merge", "-p", json.dumps(gone))
     ns.wait_condition("voiceagent", "phone", "PhoneReady", "False", "LiveKitUnavailable")
     ns.kubectl("delete", "voiceagent", "phone", "--wait=false")
 
@@ -315,3 +329,8 @@ def test_the_abandon_annotation_lets_a_delete_finish_without_livekit(phone_ns: N
     wait_for("deleted", lambda: ns.get("voiceagent", "phone") is None, timeout=30)
     events = json.loads(ns.kubectl("get", "events", "-o", "json").stdout)["items"]
     assert any(e["reason"] == "PhoneCleanupAbandoned" for e in events)
+    # what it left in LiveKit goes with the next sweep there (here: the next phone agent on that LiveKit)
+    following = with_phone(agent(ns, livekit.url), numbers=[number(ns, 5)])
+    following["metadata"]["name"] = "next"
+    assert ns.apply(following).returncode == 0
+    wait_for("the abandoned trunk swept", lambda: lkview.trunks(f'"{ns.name}/phone"') == [])
