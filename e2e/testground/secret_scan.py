@@ -19,6 +19,9 @@ MIN_LENGTH = 8
 # Values that go into Secrets but protect nothing: the offline provider stack's key, which it prints for `eval` and
 # never checks (agent/voicefleet_offline).
 NOT_SECRET = frozenset({"offline-key"})
+# Keys whose values identify rather than protect: an API key id and a SIP username travel in clear (LiveKit logs
+# the key id of each worker; livekit-sip logs the digest username of each INVITE).
+IDENTIFIER_KEYS = frozenset({"apiKey", "username"})
 SEEN: set[str] = set()
 
 
@@ -31,8 +34,10 @@ def remember_docs(docs: Iterable[dict[str, Any]]) -> None:
     for doc in docs:
         if doc.get("kind") != "Secret":
             continue
-        remember(*(str(v) for v in (doc.get("stringData") or {}).values()))
-        for value in (doc.get("data") or {}).values():
+        remember(*(str(v) for k, v in (doc.get("stringData") or {}).items() if k not in IDENTIFIER_KEYS))
+        for key, value in (doc.get("data") or {}).items():
+            if key in IDENTIFIER_KEYS:
+                continue
             try:
                 remember(base64.b64decode(str(value), validate=True).decode())
             except (binascii.Error, UnicodeDecodeError):

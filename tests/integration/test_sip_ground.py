@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testground.livekit import LiveKit
+from testground.operator import wait_for
 from testground.process import ComponentError
 from testground.sip import NAME_PREFIX, SipStack, remove_orphans
 
@@ -72,8 +73,9 @@ def test_namespace_of_a_killed_session_is_removed_by_the_next_stack() -> None:
     try:
         ip("link", "add", veth, "type", "veth", "peer", "name", f"{NAME_PREFIX}dead00c", "netns", name)
         assert name in remove_orphans()
-        namespaces, links = ours()
-        assert name not in namespaces and veth not in links  # the host end went with the namespace
+        assert name not in ours()[0]
+        # the host end goes with the namespace, once the kernel has finished tearing it down (asynchronously)
+        wait_for("the host end of the veth gone", lambda: veth not in ours()[1], timeout=15)
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
