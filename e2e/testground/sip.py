@@ -66,6 +66,9 @@ class SipGround:
         }  # fmt: skip
 
 
+NETNS_DIR = "/run/netns"
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if check and result.returncode != 0:
@@ -146,6 +149,7 @@ class SipStack(Stack[SipGround]):
     netns: str = field(init=False, default="")
     veth: str = field(init=False, default="")
     made: list[str] = field(init=False, default_factory=list)  # every namespace and link it created, for checks
+    netns_dir_made: bool = field(init=False, default=False)  # `ip netns add` mounted /run/netns for us
 
     def _start(self) -> SipGround:
         if self.livekit is None:
@@ -184,6 +188,7 @@ class SipStack(Stack[SipGround]):
         peer = f"{NAME_PREFIX}{tag}c"
         prefix = subnet.prefixlen
         self.made += [self.netns, self.veth]
+        self.netns_dir_made = not netns_dir_mounted()
         _ip("netns", "add", self.netns)
         _ip("link", "add", self.veth, "type", "veth", "peer", "name", peer, "netns", self.netns)
         _ip("addr", "add", f"{host}/{prefix}", "dev", self.veth)
@@ -199,7 +204,25 @@ class SipStack(Stack[SipGround]):
             _ip("link", "del", self.veth, check=False)
         if self.netns:
             _ip("netns", "del", self.netns, check=False)
+        if self.netns_dir_made:
+            release_netns_dir()
         self.veth = self.netns = ""
+        self.netns_dir_made = False
+
+
+def netns_dir_mounted() -> bool:
+    """/run/netns is a mount point (a bind mount of itself on the same filesystem: os.path.ismount can't tell)."""
+    return any(line.split()[4] == NETNS_DIR for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def release_netns_dir() -> None:
+    """Undo the mount `ip netns add` makes of /run/netns, once no namespace is left in it."""
+    while netns_dir_mounted() and not any(Path(NETNS_DIR).iterdir()):  # `ip` may have stacked two
+        if subprocess.run(["umount", NETNS_DIR], capture_output=True, check=False).returncode:
+            break
+    if not netns_dir_mounted():
+        with contextlib.suppress(OSError):
+            Path(NETNS_DIR).rmdir()
 
 
 def remove_orphans() -> list[str]:

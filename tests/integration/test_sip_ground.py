@@ -11,7 +11,7 @@ import pytest
 from testground.livekit import LiveKit
 from testground.operator import wait_for
 from testground.process import ComponentError
-from testground.sip import NAME_PREFIX, SipStack, remove_orphans
+from testground.sip import NAME_PREFIX, SipStack, netns_dir_mounted, release_netns_dir, remove_orphans
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,7 @@ def test_livekit_sip_that_cannot_start_fails_loudly_and_leaves_no_namespace(live
 
 
 def test_namespace_of_a_killed_session_is_removed_by_the_next_stack() -> None:
+    mounted_before = netns_dir_mounted()
     gone = subprocess.Popen(["true"])
     gone.wait()
     name, veth = f"{NAME_PREFIX}-dead00-p{gone.pid}", f"{NAME_PREFIX}dead00h"
@@ -79,3 +80,5 @@ def test_namespace_of_a_killed_session_is_removed_by_the_next_stack() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
+        if not mounted_before:
+            release_netns_dir()
