@@ -128,12 +128,14 @@ class ApiClient:
         if client_cert:
             self.context.load_cert_chain(client_cert.cert, client_cert.key)
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 5) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 5, content_type: str = "application/json"
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.server + path, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", content_type)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:

@@ -28,6 +28,8 @@ NODE_LABEL = "voicefleet.dev/real-node"
 NODE_SELECTOR = {NODE_LABEL: "true"}
 TOLERATION = {"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
 CNI_NETWORK = "voicefleet-pods"
+DRAIN_GRACE = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 2}
+MERGE = "application/merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -309,14 +311,16 @@ class RealNodeStack(Stack[RealNode]):
 
 
 def drain(cluster: Cluster, timeout: float = 60, alive: Callable[[], bool] = lambda: True) -> None:
-    """Delete every pod bound to the real node and wait while the kubelet, `alive`, stops them (best effort)."""
+    """Cordon the real node (replacements stay Pending), delete its pods with a short grace (the ground is going
+    away) and wait while the kubelet, `alive`, stops them and runs CNI DEL. Best effort."""
     api = cluster.api()
     selector = f"fieldSelector=spec.nodeName%3D{NODE_NAME}"
     try:
+        api.request("PATCH", f"/api/v1/nodes/{NODE_NAME}", {"spec": {"unschedulable": True}}, content_type=MERGE)
         for pod in api.get(f"/api/v1/pods?{selector}")["items"]:
             meta = pod["metadata"]
             try:
-                api.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}")
+                api.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", DRAIN_GRACE)
             except ApiError as e:
                 if e.status != 404:
                     raise

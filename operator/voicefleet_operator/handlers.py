@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 from typing import Any, cast
 
 import httpx2 as httpx
@@ -39,6 +40,26 @@ CHILDREN = (
 WATCHED_EVENTS = ("ADDED", "MODIFIED", "DELETED")
 # Set to "true" on a VoiceAgent whose LiveKit is gone for good, so that its deletion does not wait for it.
 ABANDON_PHONE_CLEANUP = f"{GROUP}/abandon-phone-cleanup"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the API server at KUBERNETES_SERVICE_HOST/PORT with the ServiceAccount token, as client-go and
+    lightkube find it. kopf's own service-account login dials https://kubernetes.default.svc and so needs cluster
+    DNS; without it the operator looped on DNS errors. Elsewhere: the kubeconfig, as kopf does."""
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    token = SERVICE_ACCOUNT_DIR / "token"
+    if host and token.is_file() and not os.environ.get("KUBECONFIG"):
+        namespace = SERVICE_ACCOUNT_DIR / "namespace"
+        return kopf.ConnectionInfo(
+            server=f"https://{'[' + host + ']' if ':' in host else host}:{port}",
+            ca_path=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+            scheme="Bearer",
+            token=token.read_text().strip(),
+            default_namespace=namespace.read_text().strip() if namespace.is_file() else None,
+        )
+    return kopf.login_with_kubeconfig(**kwargs)
 
 
 def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
