@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from testground import host, tinyimages
-from testground.operator import OperatorProcess
+from testground.operator import OperatorProcess, wait_for
 from testground.pytest_plugin import NodeGround
 
 pytestmark = pytest.mark.integration
@@ -45,17 +45,6 @@ def pinned(pod: dict[str, Any], node_ground: NodeGround) -> dict[str, Any]:
 def ready(pod: dict[str, Any]) -> bool:
     conditions = pod.get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def poll(what: str, check: Any, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +87,11 @@ def test_readiness_follows_the_kubelets_http_probe(node_ground: NodeGround, web:
     namespace, name, _ = web
     kubectl = node_ground.cluster.kubectl
     kubectl("-n", namespace, "exec", name, "--", "mv", "/www/index.html", "/www/gone.html")
-    poll("the pod to turn NotReady after its page is gone", lambda: not ready(get_pod(node_ground, namespace, name)))
+    wait_for(
+        "the pod to turn NotReady after its page is gone", lambda: not ready(get_pod(node_ground, namespace, name))
+    )
     kubectl("-n", namespace, "exec", name, "--", "mv", "/www/gone.html", "/www/index.html")
-    poll("the pod to turn Ready again", lambda: ready(get_pod(node_ground, namespace, name)))
+    wait_for("the pod to turn Ready again", lambda: ready(get_pod(node_ground, namespace, name)))
 
 
 def test_pod_reaches_livekit_and_the_apiserver_over_the_pod_network(
@@ -138,7 +129,7 @@ def test_real_node_joins_the_kwok_nodes_tainted_so_other_pods_stay_off_it(node_g
     # a pod that does not tolerate the taint goes to a kwok node
     cluster.kubectl("create", "namespace", "real-node-other")
     cluster.kubectl("-n", "real-node-other", "apply", "-f", "-", input=json.dumps(web_pod("plain")))
-    placed = poll("the scheduler to place the plain pod", lambda: get_pod(node_ground, "real-node-other", "plain")
+    placed = wait_for("the scheduler to place the plain pod", lambda: get_pod(node_ground, "real-node-other", "plain")
                   ["spec"].get("nodeName"))  # fmt: skip
     assert placed in cluster.nodes
     cluster.kubectl("delete", "namespace", "real-node-other", "--wait=false")
