@@ -16,6 +16,7 @@ import pytest
 
 from testground import binaries, docrun, images
 from testground.node import NODE_LABEL
+from testground.operator import wait_for
 from testground.pytest_plugin import NodeGround
 from voicefleet_agent import contract
 
@@ -144,3 +145,22 @@ def test_an_agent_pod_sends_and_receives_audio_through_livekit_named_by_its_serv
     received = json.loads(out.stdout.strip().splitlines()[-1])
     assert received["frames"] >= 50
     assert received["url"] == "ws://livekit.voicefleet.svc:7880"
+
+
+def test_the_operator_pod_probes_every_provider_of_the_example_policy_by_its_cluster_dns_name(
+    installed: NodeGround,
+) -> None:
+    def status() -> dict[str, Any]:
+        out = installed.cluster.kubectl("-n", FLEET_NS, "get", "providerpolicy", "default", "-o", "json").stdout
+        return dict(json.loads(out).get("status") or {})
+
+    def all_probed() -> list[dict[str, Any]] | None:
+        providers = status().get("providers") or []
+        return providers if providers and all(p.get("lastProbe") for p in providers) else None
+
+    providers = wait_for("a probe of every provider in the policy's status", all_probed, timeout=120)
+    assert {(p["modality"], p["name"]) for p in providers} == {
+        ("stt", "deepgram"), ("stt", "whisper"), ("llm", "openai"), ("tts", "cartesia"),
+    }  # fmt: skip
+    assert all(p["healthy"] and p.get("lastProbeLatencyMs") is not None for p in providers), providers
+    assert not [p["lastError"] for p in providers if p.get("lastError")]
