@@ -16,7 +16,8 @@ pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 pkg-config --exists opusfile 2>/dev/null || need+=(libopusfile-dev)
 pkg-config --exists soxr 2>/dev/null || need+=(libsoxr-dev)
 # The test ground's real node (e2e/testground/node.py): containerd + runc as its CRI, the bridge CNI plugin, iptables
-# (the kubelet writes its chains with it), ip (the pod bridge), gcc + libc headers for the pause binary, and a
+# (the kubelet and kube-proxy write their chains with it; kube-proxy clears conntrack entries over netlink, no
+# conntrack tool), ip (the pod bridge), gcc + libc headers for the pause binary, and a
 # static busybox for the tests' tiny image.
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)

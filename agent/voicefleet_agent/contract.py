@@ -12,11 +12,28 @@ import hmac
 import json
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION = 1
+
+# How a provider's baseUrl is used, by the agent's plugins and the operator's health probes alike.
+DEEPGRAM_LISTEN_PATH = "/v1/listen"
+# OpenAI-compatible servers named by baseUrl without a key (a self-hosted Whisper) still get a non-empty Bearer
+# token: the OpenAI client refuses to start without one, and such servers expect the header.
+PLACEHOLDER_API_KEY = "unused"
+
+
+def deepgram_listen_url(base_url: str) -> str:
+    """Deepgram's streaming endpoint under `base_url`: a bare origin gets /v1/listen, a full URL stays."""
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/listen"):
+        path += DEEPGRAM_LISTEN_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
 
 # Environment of an agent pod.
 ENV_CONFIG_PATH = "VOICEFLEET_CONFIG"

@@ -12,21 +12,25 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from livekit.agents import llm, stt, tts
 from livekit.agents.vad import VAD
 from livekit.plugins import cartesia, deepgram, openai
 
-from voicefleet_agent.contract import AgentConfig, Modality, ProviderConfig, ProviderKind
+from voicefleet_agent.contract import (
+    PLACEHOLDER_API_KEY,
+    AgentConfig,
+    Modality,
+    ProviderConfig,
+    ProviderKind,
+    deepgram_listen_url,
+)
 from voicefleet_agent.http import openai_client
 from voicefleet_agent.switching import SwitchingLLM, SwitchingSTT, SwitchingTTS
 
 log = logging.getLogger(__name__)
 
 # Self-hosted OpenAI-compatible endpoints (e.g. a local Whisper) often need no key, but the SDK insists on one.
-PLACEHOLDER_API_KEY = "unused"
-DEEPGRAM_LISTEN_PATH = "/v1/listen"
 
 STT_ATTEMPT_TIMEOUT = 10.0
 LLM_ATTEMPT_TIMEOUT = 5.0
@@ -108,15 +112,6 @@ def _bool(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected a boolean")
-
-
-def deepgram_listen_url(base_url: str) -> str:
-    """Deepgram's plugin wants the full listen endpoint; accept a bare origin too."""
-    parts = urlsplit(base_url)
-    path = parts.path.rstrip("/")
-    if not path.endswith("/listen"):
-        path += DEEPGRAM_LISTEN_PATH
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
 def _build_deepgram(config: ProviderConfig, environ: Environ) -> AnySTT:

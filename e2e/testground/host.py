@@ -6,9 +6,10 @@ folders) and creates the two bridges pods and services meet on:
 
 - `vfpods0` 10.247.0.1/24: the pods' bridge (the bridge CNI plugin attaches pods to it); services that pods must reach
   (livekit-server, the operator's fleet channel) also listen on its gateway address.
-- `vfsvc0` 10.96.0.1/32: the `kubernetes` Service's ClusterIP, held by the host the way kube-proxy's IPVS mode holds
-  ClusterIPs on its dummy interface. The apiserver listens on 10.96.0.1:443, so the in-cluster config every pod
-  gets (KUBERNETES_SERVICE_HOST/PORT) reaches it without kube-proxy. (This kernel has no `dummy` link type.)
+- `vfsvc0`, no address, no port: the host's route for the Service CIDR (10.96.0.0/16, source 10.247.0.1). kube-proxy
+  (clusternet.py) rewrites what the host sends to a ClusterIP in OUTPUT; whatever it does not rewrite dies on this
+  bridge instead of taking the default route off the machine. (This kernel has no `dummy` link type.) The apiserver
+  listens on the pod bridge's gateway, 10.247.0.1:6443, the `kubernetes` Service's endpoint.
 
 `release` puts everything back; the next `claim` does so too when the previous owner died without releasing.
 """
@@ -38,10 +39,13 @@ SERVICE_BRIDGE = "vfsvc0"
 SERVICE_CIDR = "10.96.0.0/16"  # the apiserver's --service-cluster-ip-range
 API_SERVICE_IP = "10.96.0.1"  # the first address of SERVICE_CIDR: the `kubernetes` Service's ClusterIP
 API_SERVICE_PORT = 443
+API_PORT = 6443  # where the apiserver listens on POD_GATEWAY: the `kubernetes` Service's endpoint
 # machine-wide, like the node: the claim, and a lock file where lock files live
 CLAIM_FILE = Path(os.environ.get("TESTGROUND_HOST_CLAIM", "/run/voicefleet-node.json"))
 LOCK_FILE = Path("/run/lock/voicefleet-node.lock")
-# The kubelet rewrites these at every start (setupKernelTunables); the bridge plugin turns on forwarding.
+# The kubelet rewrites these at every start (setupKernelTunables); the bridge plugin turns on forwarding. The rest
+# are what kube-proxy may tune (route_localnet for localhost NodePorts, conntrack sizes and timeouts; clusternet.py
+# configures it to leave them) and what Services on a bridge depend on (br_netfilter): recorded and put back too.
 SYSCTLS = (
     "vm.overcommit_memory",
     "vm.panic_on_oom",
@@ -50,6 +54,12 @@ SYSCTLS = (
     "kernel.keys.root_maxkeys",
     "kernel.keys.root_maxbytes",
     "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.route_localnet",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_tcp_timeout_established",
+    "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"  # the kubelet's cgroupRoot "/" + cgroupsPerQOS: /kubepods in every hierarchy
@@ -58,7 +68,9 @@ RUN_DIR = Path("/run/voicefleet-node")
 CONTAINERD_SOCKET = RUN_DIR / "containerd.sock"
 SHIM_SOCKETS = Path("/run/containerd")  # containerd 1.6 shims put sockets in /run/containerd/s whatever `state` says
 IPTABLES = ("iptables", "ip6tables")
-OUR_CHAIN_PREFIX = "KUBE-"  # the kubelet's (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT); no kube-proxy
+# the kubelet's (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) and kube-proxy's (KUBE-SERVICES, KUBE-SVC-*,
+# KUBE-SEP-*, KUBE-MARK-MASQ, KUBE-POSTROUTING, KUBE-NODEPORTS, KUBE-PROXY-*, ...), in every table of both families
+OUR_CHAIN_PREFIX = "KUBE-"
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -73,7 +85,8 @@ def _sysctl_path(name: str) -> Path:
 
 
 def read_sysctls() -> dict[str, str]:
-    return {name: _sysctl_path(name).read_text().strip() for name in SYSCTLS}
+    """The values of SYSCTLS this kernel has (net.bridge.* only with br_netfilter, net.netfilter.* with conntrack)."""
+    return {name: _sysctl_path(name).read_text().strip() for name in SYSCTLS if _sysctl_path(name).exists()}
 
 
 def iptables_chains() -> dict[str, list[str]]:
@@ -239,8 +252,8 @@ def _create_bridges() -> None:
     _run("ip", "addr", "add", f"{POD_GATEWAY}/{POD_SUBNET.split('/')[1]}", "dev", POD_BRIDGE)
     _run("ip", "link", "set", POD_BRIDGE, "up")
     _run("ip", "link", "add", SERVICE_BRIDGE, "type", "bridge")
-    _run("ip", "addr", "add", f"{API_SERVICE_IP}/32", "dev", SERVICE_BRIDGE)
     _run("ip", "link", "set", SERVICE_BRIDGE, "up")
+    _run("ip", "route", "add", SERVICE_CIDR, "dev", SERVICE_BRIDGE, "src", POD_GATEWAY)
 
 
 def current(ground_root: Path) -> Claim | None:
@@ -266,7 +279,7 @@ def restore(held: Claim) -> None:
             _run("ip", "link", "del", name)
     for name, value in held.sysctls.items():
         path = _sysctl_path(name)
-        if path.read_text().strip() != value:
+        if path.exists() and path.read_text().strip() != value:
             path.write_text(value + "\n")
     # ours alone: the node's socket and runc state, and the shims' sockets if nothing else had made the folder
     for directory in [RUN_DIR, *map(Path, held.absent_run_dirs)]:
@@ -408,6 +421,8 @@ def footprint(node_root: Path) -> dict[str, Any]:
         "kubepods cgroups": [str(d) for d in _kubepods_dirs()],
         "kubelet chains": chains,
         "iptables tables": sorted(_iptables_tables()),
+        "nft tables": _run("nft", "list", "tables").stdout.splitlines(),
+        "service routes": _run("ip", "route", "show", SERVICE_CIDR).stdout.splitlines(),
         "mounts": mounts,
         "processes": processes,
         "run dirs": [str(d) for d in (SHIM_SOCKETS, RUN_DIR) if d.exists()],

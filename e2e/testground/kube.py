@@ -209,8 +209,9 @@ class KubeStack(Stack[Cluster]):
     # benchmarks count a client's requests by verb from it.
     audit: bool = False
     audit_users: tuple[str, ...] = ("voicefleet-admin",)
-    # With a real node: the apiserver listens at the `kubernetes` Service's ClusterIP:443 (on the ground's service
-    # bridge, host.py) instead of a free loopback port, so pods reach it through their in-cluster config.
+    # With a real node: the apiserver listens on the pod bridge's gateway (10.247.0.1:6443, host.py) instead of a free
+    # loopback port, and reconciles the `kubernetes` Service's endpoints to that address: pods reach it through their
+    # in-cluster config (the Service's ClusterIP, 10.96.0.1:443) by kube-proxy (clusternet.py), as in any cluster.
     serve_pods: bool = False
 
     def __post_init__(self) -> None:
@@ -248,7 +249,7 @@ class KubeStack(Stack[Cluster]):
         tokens = kube / "tokens.csv"
         tokens.write_text(f'{token},voicefleet-admin,voicefleet-admin,"system:masters"\n')
         tokens.chmod(0o600)
-        address, port = (host.API_SERVICE_IP, host.API_SERVICE_PORT) if self.serve_pods else ("127.0.0.1", free_port())
+        address, port = (host.POD_GATEWAY, host.API_PORT) if self.serve_pods else ("127.0.0.1", free_port())
         server = f"https://{address}:{port}"
         audit_flags: list[str | Path] = []
         if self.audit:
@@ -261,8 +262,8 @@ class KubeStack(Stack[Cluster]):
             binaries.binary("kube-apiserver"),
             "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
             "--bind-address", address, "--secure-port", str(port), "--advertise-address", address,
-            # the `kubernetes` Service can't have a loopback endpoint; pods of the real node reach its ClusterIP
-            "--endpoint-reconciler-type", "none",
+            # the `kubernetes` Service can't have a loopback endpoint: reconciled only when pods can reach the address
+            "--endpoint-reconciler-type", "lease" if self.serve_pods else "none",
             "--tls-cert-file", certs.apiserver.cert, "--tls-private-key-file", certs.apiserver.key,
             "--client-ca-file", certs.ca.cert, "--token-auth-file", tokens,
             "--authorization-mode", "Node,RBAC",

@@ -14,6 +14,9 @@ import yaml
 from testground import binaries, host
 from testground.process import Stack, free_port, http_ok
 
+# examples/00-secrets.yaml's livekit-credentials (livekit-server --dev's own key): a real node's ground accepts it too
+EXAMPLE_KEYS = {"devkey": "secret"}
+
 
 @dataclass(frozen=True)
 class LiveKit:
@@ -72,21 +75,24 @@ def livekit_config(
 ) -> dict[str, Any]:
     """livekit-server settings for loopback-only media: a local participant reaches it at 127.0.0.1.
 
-    With `pod_address` (the real node's pod bridge gateway) it also listens there and gathers that interface."""
+    With `pod_address` (the real node's pod bridge gateway) it also listens there and gathers that interface, and
+    also takes the key examples/00-secrets.yaml holds, so that the examples run unmodified against it."""
     return {
         "port": http_port,
         "bind_addresses": ["127.0.0.1", *([pod_address] if pod_address else [])],
-        "keys": {api_key: api_secret},
+        "keys": {api_key: api_secret, **(EXAMPLE_KEYS if pod_address else {})},
         "redis": {"address": redis},
         "rtc": {
             "udp_port": udp_port,
             "tcp_port": tcp_port,
-            # A fixed node IP with use_external_ip off means no STUN lookups (no network here) and the
-            # loopback host candidate is the one offered; lo is the only interface gathered.
-            "node_ip": "127.0.0.1",
+            # A fixed node IP with use_external_ip off means no STUN lookups (no network here), and every host
+            # candidate is rewritten to it (NAT1To1), so only one interface may be gathered: a candidate whose base
+            # is another interface's socket fails ICE. Loopback alone: lo. With pods: only the pod bridge, whose
+            # gateway pods and the host both reach (127.0.0.1 in a pod is the pod itself).
+            "node_ip": pod_address or "127.0.0.1",
             "use_external_ip": False,
-            "enable_loopback_candidate": True,
-            "interfaces": {"includes": ["lo", *([host.POD_BRIDGE] if pod_address else [])]},
+            "enable_loopback_candidate": pod_address is None,
+            "interfaces": {"includes": [host.POD_BRIDGE] if pod_address else ["lo"]},
         },
         "turn": {"enabled": False},
         "logging": {"level": "info"},

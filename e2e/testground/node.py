@@ -1,8 +1,9 @@
 """One real Kubernetes node: a private containerd (runc, bridge CNI) and a secure kubelet v1.34.2 named 127.0.0.1.
 
 It joins a test-ground cluster started with its pod network (host.claim): pods get 10.247.0.x on the bridge
-`vfpods0` and reach the apiserver at the `kubernetes` Service's ClusterIP, livekit-server and the fleet channel at
-the bridge gateway. The node is tainted and labelled `voicefleet.dev/real-node`: only pods that tolerate the taint run
+`vfpods0`; kube-proxy and CoreDNS (clusternet.py) give them Services and cluster DNS, so they reach the apiserver at
+`kubernetes.default.svc`, livekit-server at `livekit.voicefleet.svc:7880`, and the fleet channel at the bridge
+gateway. The node is tainted and labelled `voicefleet.dev/real-node`: only pods that tolerate the taint run
 there, the kwok nodes take everything else. See REAL-NODE.md in the shared notes for the recipe and its pitfalls.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from testground import binaries, host, pki, tinyimages
-from testground.kube import ApiError, Cluster, client_kubeconfig
+from testground import binaries, clusternet, host, pki, tinyimages
+from testground.kube import CLIENT_ENV, ApiClient, ApiError, Cluster, client_kubeconfig
+from testground.livekit import LiveKit
 from testground.process import ComponentError, Stack, free_port, http_ok
 
 NODE_NAME = "127.0.0.1"  # an IP-shaped name: the apiserver dials the node's Hostname address (REAL-NODE pitfall 6)
@@ -42,6 +45,8 @@ class RealNode:
     logs_dir: Path
     pod_gateway: str  # where services for pods listen (livekit-server, the fleet channel)
     api_service_url: str  # what in-cluster clients reach: https://KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT
+    cluster_dns: str = clusternet.DNS_SERVICE_IP  # the kube-dns Service's ClusterIP, pods' nameserver
+    livekit_service_url: str | None = None  # livekit-server as pods name it (ws://livekit.voicefleet.svc:7880)
 
     def ctr(self, *args: str, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
         """containerd's own CLI on this node's containerd, in the CRI's namespace (k8s.io)."""
@@ -71,6 +76,8 @@ class RealNode:
             "logs_dir": str(self.logs_dir),
             "pod_gateway": self.pod_gateway,
             "api_service_url": self.api_service_url,
+            "cluster_dns": self.cluster_dns,
+            "livekit_service_url": self.livekit_service_url,
         }
 
     @classmethod
@@ -126,7 +133,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 def cni_config(root: Path) -> dict[str, Any]:
     """The bridge plugin on vfpods0 (made by host.claim). Pods get no default route: only the pod subnet and the
-    `kubernetes` Service's ClusterIP (held by the host), so nothing they send can leave the machine."""
+    Service CIDR (kube-proxy's, via the host), so nothing they send can leave the machine."""
     return {
         "cniVersion": "1.0.0",
         "name": CNI_NETWORK,
@@ -140,7 +147,7 @@ def cni_config(root: Path) -> dict[str, Any]:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": host.POD_SUBNET, "gateway": host.POD_GATEWAY}]],
-                    "routes": [{"dst": f"{host.API_SERVICE_IP}/32"}],
+                    "routes": [{"dst": host.SERVICE_CIDR}],
                     "dataDir": str(root / "cni" / "ipam"),
                 },
             },
@@ -181,7 +188,9 @@ def kubelet_config(root: Path, *, port: int, healthz_port: int, ca: Path) -> dic
         "maxPods": 50,
         "serializeImagePulls": False,
         "nodeStatusUpdateFrequency": "10s",
-        # no cluster DNS, and the host's resolvers are not for pods: no nameserver at all
+        # CoreDNS behind the kube-dns Service (clusternet.py); the host's resolv.conf is not for pods: not merged in
+        "clusterDNS": [clusternet.DNS_SERVICE_IP],
+        "clusterDomain": clusternet.CLUSTER_DOMAIN,
         "resolvConf": "",
         # images are imported, never pulled: image GC must not delete them
         "imageGCHighThresholdPercent": 100,
@@ -201,6 +210,7 @@ class RealNodeStack(Stack[RealNode]):
     """Starts containerd and the kubelet for a cluster whose ground holds the machine (host.claim)."""
 
     cluster: Cluster | None = None
+    livekit: LiveKit | None = None  # exposed to pods as the Service livekit.voicefleet (clusternet.LIVEKIT_SERVICE)
     timeout: float = 90.0
 
     def __post_init__(self) -> None:
@@ -237,12 +247,17 @@ class RealNodeStack(Stack[RealNode]):
         issued = pki.issue(root / "pki", ca, {
             "kubelet-client": (f"/O=system:nodes/CN=system:node:{NODE_NAME}", "client"),
             "kubelet-serving": (f"/CN=system:node:{NODE_NAME}", "server"),
+            "kube-proxy": ("/CN=system:kube-proxy", "client"),  # bound to system:node-proxier by default
+            "coredns": (f"/CN={clusternet.COREDNS_USER}", "client"),
         }, sans=("IP:127.0.0.1", "DNS:localhost"))  # fmt: skip
-        kubeconfig = root / "kubelet.kubeconfig"
-        kubeconfig.write_text(
-            client_kubeconfig(cluster.server, ca.cert, issued["kubelet-client"], f"system:node:{NODE_NAME}")
-        )
-        kubeconfig.chmod(0o600)
+        kubeconfigs = {}
+        for name, user in (("kubelet", f"system:node:{NODE_NAME}"), ("kube-proxy", "system:kube-proxy"),
+                           ("coredns", clusternet.COREDNS_USER)):  # fmt: skip
+            pair = issued["kubelet-client" if name == "kubelet" else name]
+            kubeconfigs[name] = root / f"{name}.kubeconfig"
+            kubeconfigs[name].write_text(client_kubeconfig(cluster.server, ca.cert, pair, user))
+            kubeconfigs[name].chmod(0o600)
+        kubeconfig = kubeconfigs["kubelet"]
         (root / "containerd" / "config.toml").write_text(containerd_config(root))
         (root / "cni" / "net.d" / "10-voicefleet-pods.conflist").write_text(json.dumps(cni_config(root), indent=2))
         port, healthz_port = free_port(), free_port()
@@ -289,8 +304,71 @@ class RealNodeStack(Stack[RealNode]):
 
         kubelet.wait_ready(ready, self.timeout, f"registered as node {NODE_NAME} and Ready")
         self.timings["kubelet start -> node Ready"] = round(time.monotonic() - kubelet_started, 2)
+        self._start_kube_proxy(cluster, kubeconfigs["kube-proxy"])
+        self.timings["kube-proxy"] = round(time.monotonic() - started, 2)
+        self._start_coredns(cluster, kubeconfigs["coredns"])
+        self.timings["coredns"] = round(time.monotonic() - started, 2)
+        if self.livekit is not None:
+            node = self._expose_livekit(node, cluster, self.livekit)
         self.timings["total"] = round(time.monotonic() - started, 2)
         return node
+
+    def _start_kube_proxy(self, cluster: Cluster, kubeconfig: Path) -> None:
+        """kube-proxy for the node; ready once the `kubernetes` Service answers at its ClusterIP from the host."""
+        healthz, metrics = free_port(), free_port()
+        config = self.node_root / "kube-proxy-config.yaml"
+        config.write_text(yaml.safe_dump(clusternet.kube_proxy_config(
+            kubeconfig=str(kubeconfig), healthz_port=healthz, metrics_port=metrics, node_name=NODE_NAME,
+        ), sort_keys=False))  # fmt: skip
+        proxy = self.supervisor.spawn(
+            "kube-proxy", [binaries.binary("kube-proxy"), "--config", config, "-v=2"], CLIENT_ENV
+        )
+        proxy.wait_ready(lambda: http_ok(f"http://127.0.0.1:{healthz}/healthz"), self.timeout, "healthy")
+        via_service = ApiClient(f"https://{host.API_SERVICE_IP}:{host.API_SERVICE_PORT}", cluster.ca_file,
+                                token=cluster.token)  # fmt: skip
+        proxy.wait_ready(
+            lambda: via_service.request("GET", "/readyz", timeout=2) == "ok",
+            self.timeout,
+            f"routing the `kubernetes` Service ({host.API_SERVICE_IP}:{host.API_SERVICE_PORT})",
+        )
+
+    def _start_coredns(self, cluster: Cluster, kubeconfig: Path) -> None:
+        """CoreDNS on the pod bridge's gateway behind the kube-dns Service; ready once it resolves a Service."""
+        port = free_port(socket.SOCK_DGRAM)
+        health, ready_port = free_port(), free_port()
+        corefile = self.node_root / "Corefile"
+        corefile.write_text(clusternet.corefile(
+            port=port, kubeconfig=str(kubeconfig), health_port=health, ready_port=ready_port,
+        ))  # fmt: skip
+        api = cluster.api()
+        clusternet.create(api, clusternet.coredns_rbac())
+        coredns = self.supervisor.spawn("coredns", [binaries.binary("coredns"), "-conf", corefile])
+        coredns.wait_ready(lambda: http_ok(f"http://127.0.0.1:{ready_port}/ready"), self.timeout, "ready")
+        clusternet.create(api, clusternet.external_service(
+            "kube-system", "kube-dns",
+            [("dns", "UDP", clusternet.DNS_PORT, port), ("dns-tcp", "TCP", clusternet.DNS_PORT, port)],
+            host.POD_GATEWAY, cluster_ip=clusternet.DNS_SERVICE_IP, labels={"k8s-app": "kube-dns"},
+        ))  # fmt: skip
+        name = f"kubernetes.default.svc.{clusternet.CLUSTER_DOMAIN}"
+        coredns.wait_ready(
+            lambda: clusternet.dns_query(clusternet.DNS_SERVICE_IP, name) == (0, [host.API_SERVICE_IP]),
+            self.timeout,
+            f"answering {name} at the kube-dns Service ({clusternet.DNS_SERVICE_IP})",
+        )
+
+    def _expose_livekit(self, node: RealNode, cluster: Cluster, livekit: LiveKit) -> RealNode:
+        """livekit-server as the Service `livekit` in `voicefleet`, the way users point a cluster at theirs."""
+        if livekit.pod_url is None:
+            raise ComponentError("real node", "livekit-server does not listen on the pod bridge (pod_address)")
+        namespace, name = clusternet.LIVEKIT_SERVICE
+        api = cluster.api()
+        clusternet.ensure_namespace(api, namespace)
+        port = int(livekit.pod_url.rsplit(":", 1)[1])
+        clusternet.create(api, clusternet.external_service(
+            namespace, name, [("http", "TCP", clusternet.LIVEKIT_SERVICE_PORT, port)], host.POD_GATEWAY,
+        ))  # fmt: skip
+        url = f"ws://{name}.{namespace}.svc:{clusternet.LIVEKIT_SERVICE_PORT}"
+        return RealNode(**{**node.__dict__, "livekit_service_url": url})
 
     def stop(self) -> None:
         """Pods first (the kubelet stops their sandboxes and runs CNI DEL), then the kubelet, whatever containers and

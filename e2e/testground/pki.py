@@ -32,6 +32,7 @@ extendedKeyUsage = clientAuth
 APISERVER_SANS = (
     "IP:127.0.0.1",
     "IP:10.96.0.1",
+    "IP:10.247.0.1",  # with a real node the apiserver listens on the pod bridge's gateway (host.POD_GATEWAY)
     "DNS:localhost",
     "DNS:kubernetes",
     "DNS:kubernetes.default",

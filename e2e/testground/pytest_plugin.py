@@ -150,9 +150,9 @@ def node_ground(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     node = RealNodeStack(root)
     logs["node_ground"] = kube.logs_dir
     try:
-        cluster = kube.start()
-        node.cluster = cluster
-        yield NodeGround(cluster, livekit.start(), node.start())
+        node.cluster = kube.start()
+        node.livekit = livekit.start()
+        yield NodeGround(node.cluster, node.livekit, node.start())
     finally:
         node.stop()
         livekit.stop()

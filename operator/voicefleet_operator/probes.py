@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from voicefleet_agent.contract import PLACEHOLDER_API_KEY, deepgram_listen_url
 from voicefleet_operator.health import Observation
 from voicefleet_operator.models import NamedProviderSpec
 
@@ -48,10 +49,13 @@ async def _request(
     base = _http(spec.base_url or DEFAULT_URLS[spec.provider]).rstrip("/")
     key = api_key or ""
     if spec.provider == "deepgram":
+        base = deepgram_listen_url(base)  # the endpoint the agent's plugin uses under a bare origin too
         return await session.post(
             base, params={"model": spec.model}, data=SILENCE,
             headers={"Authorization": f"Token {key}", "Content-Type": "audio/wav"},
         )  # fmt: skip
+    if spec.provider in ("whisper", "openai") and not key and spec.base_url:
+        key = PLACEHOLDER_API_KEY  # what the agent sends a keyless OpenAI-compatible server
     if spec.provider == "whisper":
         form = aiohttp.FormData()
         form.add_field("file", SILENCE, filename="probe.wav", content_type="audio/wav")

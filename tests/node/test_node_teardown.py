@@ -1,4 +1,5 @@
-"""Stopping a real node puts the machine back as found, even after its kubelet and containerd were killed."""
+"""Stopping a real node puts the machine back as found, even after its kubelet, containerd, kube-proxy and CoreDNS
+were killed."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def test_teardown_after_a_crash_leaves_no_mount_cgroup_chain_sysctl_or_process(t
     claim = host.claim(root, wait=420)
     before = host.footprint(root / "node")  # the machine as found, plus the two bridges the claim made
     assert before["bridges"] == [host.POD_BRIDGE, host.SERVICE_BRIDGE]
+    (route,) = before["service routes"]  # ClusterIPs from the host: never the default route
+    assert route.split()[:3] == [host.SERVICE_CIDR, "dev", host.SERVICE_BRIDGE] and host.POD_GATEWAY in route
     kube = KubeStack(root, serve_pods=True)
     node = RealNodeStack(root)
     try:
@@ -40,9 +43,15 @@ def test_teardown_after_a_crash_leaves_no_mount_cgroup_chain_sysctl_or_process(t
         node.cluster.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s")
         during = host.footprint(root / "node")
         veths = os.listdir(f"/sys/class/net/{host.POD_BRIDGE}/brif")
-        # what the kubelet and the pod changed, so that the comparison below can fail
+        # what the kubelet, kube-proxy and the pod changed, so that the comparison below can fail
         assert during["kubepods cgroups"] and during["kubelet chains"] and during["mounts"] and veths
         assert during["sysctls"] != before["sysctls"]
+        nat = during["kubelet chains"]["iptables/nat"]
+        assert {"KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-NODEPORTS"} <= set(nat)
+        assert any(c.startswith("KUBE-SVC-") for c in nat) and any(c.startswith("KUBE-SEP-") for c in nat)
+        assert "KUBE-PROXY-FIREWALL" in during["kubelet chains"]["iptables/filter"]
+        assert {"kube-proxy", "coredns"} <= {p.name for p in node.supervisor.processes}
+        assert before["service routes"] == during["service routes"] != []
         # a crash: kubelet and containerd die at once; shims, containers, mounts and cgroups stay behind
         for process in node.supervisor.processes:
             os.killpg(process.record.pid, signal.SIGKILL)
@@ -51,6 +60,6 @@ def test_teardown_after_a_crash_leaves_no_mount_cgroup_chain_sysctl_or_process(t
         kube.stop()
         host.release(claim)
     after = host.footprint(root / "node")
-    assert after == {**before, "bridges": []}
+    assert after == {**before, "bridges": [], "service routes": []}
     assert not [v for v in veths if Path("/sys/class/net", v).exists()]
     assert host.Claim.load() is None

@@ -6,13 +6,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testground import host, tinyimages
+from testground import clusternet, host, tinyimages
 from testground.operator import OperatorProcess, wait_for
 from testground.pytest_plugin import NodeGround
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_PORT = 8080
+NXDOMAIN = 3
 WEB_SCRIPT = f"mkdir -p /www && echo ready >/www/index.html && exec httpd -f -p {WEB_PORT} -h /www"
 
 
@@ -105,7 +107,7 @@ def test_pod_reaches_livekit_and_the_apiserver_over_the_pod_network(
         return node_ground.cluster.kubectl("-n", namespace, "exec", name, "--", "sh", "-c", script).stdout
 
     assert in_pod(f"wget -q -O- {livekit_http}/").strip() == "OK"
-    # the in-cluster config every pod gets: the `kubernetes` Service's ClusterIP, held by the host (no kube-proxy)
+    # the in-cluster config every pod gets: the `kubernetes` Service's ClusterIP, routed by kube-proxy
     env = in_pod("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT").strip()
     assert env == f"{host.API_SERVICE_IP}:{host.API_SERVICE_PORT}"
     # kubectl in the pod with no flags: in-cluster config (service env, ServiceAccount token, CA verified for 10.96.0.1)
@@ -114,6 +116,46 @@ def test_pod_reaches_livekit_and_the_apiserver_over_the_pod_network(
     assert version["gitVersion"] == "v1.34.2"
     whoami = json.loads(in_pod("kubectl auth whoami -o json"))["status"]["userInfo"]
     assert whoami["username"] == f"system:serviceaccount:{namespace}:default"
+
+
+def test_pod_resolves_services_by_name_and_reaches_them_through_kube_proxy(
+    node_ground: NodeGround, web: tuple[str, str, float]
+) -> None:
+    namespace, name, _ = web
+    cluster = node_ground.cluster
+
+    def in_pod(script: str, check: bool = True) -> str:
+        result = cluster.kubectl("-n", namespace, "exec", name, "--", "sh", "-c", script, check=check)
+        return result.stdout + result.stderr
+
+    resolv = in_pod("cat /etc/resolv.conf").split("\n")
+    assert f"nameserver {clusternet.DNS_SERVICE_IP}" in resolv
+    assert f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local" in resolv
+    # a Service with a selector: a ClusterIP that kube-proxy sends to the web pod, from the pod itself (hairpin) and
+    # from the host. Not named like the pod: the pod's own name resolves to itself (/etc/hosts)
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "site"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": WEB_PORT}]},
+    }  # fmt: skip
+    cluster.kubectl("-n", namespace, "label", "pod", name, "app=web")
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(service))
+    cluster_ip = cluster.kubectl("-n", namespace, "get", "service", "site", "-o", "jsonpath={.spec.clusterIP}").stdout
+    assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network(host.SERVICE_CIDR)
+    wait_for(
+        "the Service to answer by name from the pod behind it",
+        lambda: in_pod("wget -q -O- http://site/", check=False).strip() == "ready",
+    )
+    assert in_pod(f"wget -q -O- http://site.{namespace}.svc.cluster.local/").strip() == "ready"
+    with urllib.request.urlopen(f"http://{cluster_ip}/", timeout=5) as answer:
+        assert answer.read().decode().strip() == "ready"
+    # the ground's livekit-server, as the examples name it (a selectorless Service with an EndpointSlice)
+    assert node_ground.node.livekit_service_url == "ws://livekit.voicefleet.svc:7880"
+    assert in_pod("wget -q -O- http://livekit.voicefleet.svc:7880/").strip() == "OK"
+    # the API server by the name kopf's in-cluster login uses (its certificate names it)
+    assert in_pod("KUBERNETES_SERVICE_HOST=kubernetes.default.svc kubectl get --raw /readyz").strip() == "ok"
+    # nothing outside cluster.local resolves: the question never leaves the machine
+    assert "NXDOMAIN" in in_pod("nslookup pypi.org", check=False)
+    assert clusternet.dns_query(clusternet.DNS_SERVICE_IP, "pypi.org")[0] == NXDOMAIN
 
 
 def test_real_node_joins_the_kwok_nodes_tainted_so_other_pods_stay_off_it(node_ground: NodeGround) -> None:
