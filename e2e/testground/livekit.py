@@ -72,7 +72,9 @@ def livekit_config(
 ) -> dict[str, Any]:
     """livekit-server settings for loopback-only media: a local participant reaches it at 127.0.0.1.
 
-    With `pod_address` (the real node's pod bridge gateway) it also listens there and gathers that interface."""
+    With `pod_address` (the real node's pod bridge gateway) it also listens there, gathers that interface and
+    offers that address in its ICE candidates: a pod cannot send media to 127.0.0.1 (its own loopback), while a
+    participant on the host reaches the gateway address as it reaches loopback."""
     return {
         "port": http_port,
         "bind_addresses": ["127.0.0.1", *([pod_address] if pod_address else [])],
@@ -81,12 +83,14 @@ def livekit_config(
         "rtc": {
             "udp_port": udp_port,
             "tcp_port": tcp_port,
-            # A fixed node IP with use_external_ip off means no STUN lookups (no network here) and the
-            # loopback host candidate is the one offered; lo is the only interface gathered.
-            "node_ip": "127.0.0.1",
+            # A fixed node IP with use_external_ip off means no STUN lookups (no network here), and the host
+            # candidate offered is that address (NAT 1:1). Media sockets are bound per gathered interface: with a
+            # real node only the pod bridge's, since a socket bound to 127.0.0.1 cannot answer a pod, while host
+            # participants reach the gateway address as they reach loopback.
+            "node_ip": pod_address or "127.0.0.1",
             "use_external_ip": False,
-            "enable_loopback_candidate": True,
-            "interfaces": {"includes": ["lo", *([host.POD_BRIDGE] if pod_address else [])]},
+            "enable_loopback_candidate": not pod_address,
+            "interfaces": {"includes": [host.POD_BRIDGE] if pod_address else ["lo"]},
         },
         "turn": {"enabled": False},
         "logging": {"level": "info"},
