@@ -10,7 +10,8 @@ import pytest
 from testground.install import FLEET_NS, OPERATOR_NS, apply_examples
 from testground.pytest_plugin import NodeGround
 
-pytestmark = pytest.mark.integration
+# the first test also pays for the ground (and a wait while another ground holds the node), the images and the install
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 
 def test_operator_runs_in_a_pod_on_the_real_node_with_the_charts_service_account(installed: NodeGround) -> None:
