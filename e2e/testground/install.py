@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import yaml
 
 from testground import binaries, host, images
-from testground.kube import Cluster
+from testground.kube import Cluster, KubectlError
 from testground.livekit import LiveKit
 from testground.node import NODE_LABEL, NODE_SELECTOR, TOLERATION, RealNode
 from testground.operator import wait_for
@@ -66,6 +66,24 @@ def pods(cluster: Cluster, namespace: str, selector: str = "") -> list[dict[str,
     return items
 
 
+def waited(cluster: Cluster, namespace: str, *args: str, timeout: float) -> None:
+    """`kubectl -n namespace ARGS` that waits (rollout status, wait); on failure the namespace's pods, their recent
+    Events and each container's last log lines go with the error, since teardown removes them."""
+    try:
+        cluster.kubectl("-n", namespace, *args, timeout=timeout)
+    except (KubectlError, subprocess.TimeoutExpired) as error:
+        seen = [
+            cluster.kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout,
+            cluster.kubectl("-n", namespace, "get", "voiceagents", "-o", "wide", check=False).stdout,
+            cluster.kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout,
+        ]
+        for pod in pods(cluster, namespace):
+            name = pod["metadata"]["name"]
+            logs = cluster.kubectl("-n", namespace, "logs", name, "--all-containers", "--tail=20", check=False)
+            seen.append(f"--- logs of {name}:\n{logs.stdout}{logs.stderr}")
+        raise AssertionError(f"{error}\n" + "\n".join(seen)) from error
+
+
 def component_pod_ip(cluster: Cluster, component: str) -> str:
     """The pod IP of the chart's single-replica `component` (operator, offline, tasks)."""
     selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
@@ -99,8 +117,8 @@ def installed(ground: Ground) -> Iterator[None]:
              "--create-namespace", "-f", str(values_file))  # fmt: skip
         try:
             for deployment in ("operator", "offline", "tasks"):  # the offline stack loads Whisper before Ready
-                cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", f"deployment/{RELEASE}-{deployment}",
-                                "--timeout=300s", timeout=320)  # fmt: skip
+                waited(cluster, OPERATOR_NS, "rollout", "status", f"deployment/{RELEASE}-{deployment}",
+                       "--timeout=300s", timeout=320)  # fmt: skip
             fleet_channel.start((component_pod_ip(cluster, "operator"), FLEET_PORT))
             yield
         finally:
@@ -155,8 +173,8 @@ def apply_examples(ground: Ground, timeout: float = 300) -> list[dict[str, Any]]
             token = {"name": TASKS_TOKEN_ENV, "secretKeyRef": {"name": "tasks-token", "key": "key"}}
             doc["spec"]["env"] = [*doc["spec"].get("env", []), token]
     cluster.kubectl("-n", FLEET_NS, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    cluster.kubectl("-n", FLEET_NS, "wait", "--for=condition=Ready", "voiceagent/tasks", f"--timeout={timeout:.0f}s",
-                    timeout=timeout + 20)  # fmt: skip
+    waited(cluster, FLEET_NS, "wait", "--for=condition=Ready", "voiceagent/tasks", f"--timeout={timeout:.0f}s",
+           timeout=timeout + 20)  # fmt: skip
     return docs
 
 
