@@ -122,12 +122,21 @@ def installed(ground: Ground) -> Iterator[None]:
             fleet_channel.start((component_pod_ip(cluster, "operator"), FLEET_PORT))
             yield
         finally:
-            # the fleet first, while the operator that holds its finalizers still runs
-            cluster.kubectl("delete", "namespace", FLEET_NS, "--ignore-not-found", "--timeout=180s", timeout=200,
-                            check=False)  # fmt: skip
+            remove_examples(cluster)
             helm(cluster, "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait")
     finally:
         fleet_channel.stop()
+
+
+def remove_examples(cluster: Cluster) -> None:
+    """The fleet namespace gone, while the operator still runs. Its agent pods first: they drain in seconds, but a
+    namespace deletion that finds pods re-checks only after their grace period (630 s for the examples' drain)."""
+    cluster.kubectl("-n", FLEET_NS, "delete", "voiceagents,providerpolicies", "--all", "--timeout=60s", timeout=80,
+                    check=False)  # fmt: skip
+    with contextlib.suppress(AssertionError):  # best effort: the node's teardown deletes whatever pods are left
+        wait_for("the fleet's pods gone", lambda: not pods(cluster, FLEET_NS), timeout=120, every=1)
+    cluster.kubectl("delete", "namespace", FLEET_NS, "--ignore-not-found", "--timeout=120s", timeout=140,
+                    check=False)  # fmt: skip
 
 
 def schedule_on_the_real_node_only(ground: Ground) -> None:
