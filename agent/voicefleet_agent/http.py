@@ -34,15 +34,14 @@ PRELOAD = (
     "openai.resources.models",
     "openai.resources.chat.completions.completions",
     "openai.resources.audio",
-    # httpx2's first connection (OpenAI and MCP clients)
+    # httpx2's first connection (OpenAI and MCP clients). HTTP/1.1 only: no client here asks for http2, and h2 is
+    # not among the agent's dependencies (the dev venv has it through lightkube; the agent image does not).
     "httpcore2._async.connection_pool",
     "httpcore2._async.http11",
-    "httpcore2._async.http2",
     "httpcore2._backends.anyio",
     "httpcore2._backends.auto",
     "anyio._backends._asyncio",
     "h11",
-    "h2.connection",
     "truststore",
     # the MCP client's first tool result (JSON schema validation)
     "jsonschema",

@@ -132,7 +132,7 @@ class NodeGround:
     node: RealNode
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")  # the e2e tier's modules share one ground and one install
 def node_ground(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeGround]:
     """Takes the machine (host.claim), starts cluster + livekit on the pod network, then the real node; afterwards
     stops them and puts the machine back as found."""

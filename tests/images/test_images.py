@@ -111,6 +111,10 @@ def test_agent_image_as_uid_10001_read_only_registers_with_livekit_and_gets_read
         seconds = wait_until(container, "ready", lambda: status(base + contract.READINESS_PATH)[0] == 200)
         assert json.loads(status(base + contract.LIVENESS_PATH)[1])["agent_name"] == "image-check"
         assert "registered worker" in container.log.read_text()
+        # the idle job process a session would run in: its prewarm (VAD, SSL context, preloaded modules) ran
+        wait_until(container, "an idle job process initialized",
+                   lambda: "process initialized" in container.log.read_text())  # fmt: skip
+        assert "error initializing process" not in container.log.read_text()
         assert container.stop(grace=30) == 0
     print(f"agent image: podman run -> registered and ready in {seconds:.1f} s")
 
