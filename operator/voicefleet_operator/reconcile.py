@@ -377,12 +377,14 @@ class Reconciler:
         """Reconcile the followers of `policy` whose FleetConnected moved: a pod ready past the grace period that
         does not poll, or that started or stopped polling. In-memory only (the pod watch and the fleet channel);
         the policy's daemon calls it every second, and at rest it finds nothing to do."""
+        moved = []
         for name in self.failover.fleet.members_of(namespace, policy):
             verdict = self._fleet_verdict(namespace, name, None)
-            if verdict is None:
-                continue
-            if (verdict.status, verdict.reason, verdict.silent) != self.fleet_shown.get((namespace, name)):
-                await self.agent(namespace, name)
+            if verdict is not None and (verdict.status, verdict.reason, verdict.silent) != self.fleet_shown.get(
+                (namespace, name)
+            ):
+                moved.append(self.agent(namespace, name))
+        await _bounded(moved)
 
     def _announce(self, body: dict[str, Any], previous: list[Condition], current: list[Condition]) -> None:
         before = {c.type for c in previous}
