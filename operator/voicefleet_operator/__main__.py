@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     # one line per API request drowns the operator's own (lightkube's client logs as httpx2)
     for chatty in ("httpx", "httpx2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    if not args.fleet_url:
+        log.warning("no --fleet-url (%s): agent pods are not told where the fleet channel is and will not follow "
+                    "provider changes; VoiceAgents that follow a ProviderPolicy show FleetConnected=False, reason "
+                    "NoFleetURL", contract.ENV_FLEET_URL)  # fmt: skip
     start_http_server(args.metrics_port)
     return asyncio.run(run(args))
 
