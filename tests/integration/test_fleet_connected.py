@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,9 +95,9 @@ def test_ready_pods_that_never_poll_turn_fleet_connected_false_and_polling_them_
 ) -> None:
     ns = fleet
 
-    def both_silent() -> dict[str, str] | None:
-        cond = ns.condition("voiceagent", "tasks", "FleetConnected")
-        return cond if cond and cond["reason"] == "PodsNotPolling" and cond["message"].startswith("2 of 2") else None
+    def both_silent() -> dict[str, Any]:
+        cond = ns.condition("voiceagent", "tasks", "FleetConnected") or {}
+        return cond if cond.get("reason") == "PodsNotPolling" and cond["message"].startswith("2 of 2") else {}
 
     # each pod's grace period runs from when it became ready: the message grows to name the second one
     cond = wait_for("FleetConnected=False naming both pods", both_silent)
