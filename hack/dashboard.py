@@ -104,6 +104,38 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ),
     ),
     (
+        "Phone",
+        (
+            Panel(
+                "Phone calls answered, by how they ended",
+                "Calls (SIP) the agents answered in the last hour, by outcome: caller_hung_up, dropped (the caller's"
+                " leg was lost), agent_ended, error, shutdown (the job ended under the call).",
+                (
+                    Target(
+                        f"sum by (voiceagent, outcome) (increase(voicefleet_agent_phone_calls_total{{{SEL}}}[1h]))",
+                        "{{voiceagent}} {{outcome}}",
+                    ),
+                ),
+                width=12,
+            ),
+            Panel(
+                "SIP calls at livekit-sip, by outcome",
+                "livekit-sip's own count of inbound calls in the last hour: accepted (matched a trunk, passed auth) and"
+                " how calls ended (result/reason; client_error/unauthorized: wrong password, client_error/flood:"
+                " address or number no trunk accepts). Refused calls never reach a VoiceAgent, and livekit-sip labels"
+                " them by its own instance, not by trunk: scrape livekit-sip to see them.",
+                (
+                    Target(
+                        'sum by (result, reason) (increase(livekit_sip_calls_terminated_total{dir="in"}[1h]))',
+                        "{{result}}/{{reason}}",
+                    ),
+                    Target('sum(increase(livekit_sip_invite_accepted_total{dir="in"}[1h]))', "accepted"),
+                ),
+                width=12,
+            ),
+        ),
+    ),
+    (
         "Capacity",
         (
             Panel(

@@ -76,6 +76,10 @@ PROVIDER_ERRORS = "voicefleet_agent_provider_errors_total"
 SESSION_MINUTES = "voicefleet_agent_session_minutes_total"
 COST_USD = "voicefleet_agent_cost_usd_total"
 SESSIONS_TOTAL = "voicefleet_agent_sessions_total"
+PHONE_CALLS = "voicefleet_agent_phone_calls_total"
+# how an answered phone call ended (label `outcome` of PHONE_CALLS); refused calls never reach an agent, they are
+# counted by livekit-sip (livekit_sip_calls_terminated_total, per livekit-sip instance, not per VoiceAgent)
+PHONE_OUTCOMES = ("caller_hung_up", "dropped", "agent_ended", "error", "shutdown")
 
 # The MCP server (by McpServerConfig.name) whose task tools the assistant offers with its own typed client.
 TASKS_MCP_SERVER = "tasks"

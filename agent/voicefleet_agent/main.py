@@ -15,7 +15,8 @@ from pathlib import Path
 
 from livekit.agents import AgentServer, JobContext, JobProcess, inference
 
-from voicefleet_agent import contract, http, loopwatch
+from voicefleet_agent import contract, http, loopwatch, speaking_rate, toolschema
+from voicefleet_agent.assistant import TaskAssistant
 from voicefleet_agent.config import load_config
 from voicefleet_agent.contract import AgentConfig, tasks_token_key
 from voicefleet_agent.fleet_client import FleetFollower, presence_follower
@@ -53,11 +54,15 @@ class Server(AgentServer):
 
 def prewarm(proc: JobProcess) -> None:
     """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download),
-    the process's SSL context and lazily imported modules (so no session pays for them on its loop), the tasks
-    token key."""
+    the process's SSL context, lazily imported modules and a first LLM round (so no session pays for them on its
+    loop), the tools' schemas built once and the speaking-rate estimate vectorized (not on every request, step),
+    the tasks token key."""
     loopwatch.install_from_env(os.environ)
     proc.userdata["vad"] = inference.VAD(model="silero", **vad_options(CONFIG.vad))
     proc.userdata["token_key"] = tasks_token_key(os.environ)
+    toolschema.install()
+    toolschema.warm(TaskAssistant)
+    speaking_rate.install()
     http.prewarm()
 
 

@@ -81,6 +81,12 @@ class Metrics:
         self.session_minutes = Counter(
             contract.SESSION_MINUTES, "Minutes of finished voice sessions.", ["agent"], registry=registry
         )
+        self.phone_calls = Counter(
+            contract.PHONE_CALLS,
+            "Phone calls (SIP) an agent answered, by how they ended: " + ", ".join(contract.PHONE_OUTCOMES) + ".",
+            ["agent", "outcome"],
+            registry=registry,
+        )
         self.cost = Counter(
             contract.COST_USD,
             "Provider cost in USD, from usage and the configured pricing.",
@@ -95,6 +101,8 @@ class Metrics:
         for family in (self.sessions, self.turn_latency, self.end_of_turn_delay, self.interruptions):
             family.labels(agent=agent)
         self.session_minutes.labels(agent=agent)
+        for outcome in contract.PHONE_OUTCOMES:
+            self.phone_calls.labels(agent=agent, outcome=outcome)
         for stage in ("stt", "llm", "tts"):
             self.stage_latency.labels(agent=agent, stage=stage)
         for modality, chain in (("stt", config.stt), ("llm", config.llm), ("tts", config.tts)):
@@ -171,6 +179,23 @@ class CostTracker:
         return deltas
 
 
+# what a phone caller's participant leaving means, by its DisconnectReason (livekit.rtc): hung up, or lost
+_HANG_UPS = frozenset({1})  # CLIENT_INITIATED: livekit-sip removes the participant on the caller's BYE
+
+
+def phone_outcome(close_reason: str | None, disconnect_reason: int | None) -> str:
+    """How an answered phone call ended (one of ``contract.PHONE_OUTCOMES``), from the session's close reason
+    (``CloseReason`` value; None when the job shut down without a close event) and the caller participant's
+    ``DisconnectReason``."""
+    if close_reason == "participant_disconnected":
+        return "caller_hung_up" if disconnect_reason in _HANG_UPS else "dropped"
+    if close_reason in ("user_initiated", "task_completed"):
+        return "agent_ended"
+    if close_reason == "error":
+        return "error"
+    return "shutdown"
+
+
 class SessionRecorder:
     """Feeds one AgentSession's events into the metrics."""
 
@@ -188,6 +213,7 @@ class SessionRecorder:
         self._clock = clock
         self._started_at: float | None = None
         self._closed = False
+        self._phone_ended = False
         if lookup is None and pipeline is not None:
             lookup = pipeline_lookup(pipeline)
         self._costs = CostTracker(lookup or (lambda *_: None))
@@ -224,6 +250,13 @@ class SessionRecorder:
         self.record_usage(usages)
         self._m.session_minutes.labels(agent=self._agent).inc((self._clock() - self._started_at) / 60)
         self._m.active_sessions.labels(agent=self._agent).dec()
+
+    def phone_call_ended(self, outcome: str) -> None:
+        """Idempotent: count the answered phone call once, by the first outcome known."""
+        if self._phone_ended or self._started_at is None:
+            return
+        self._phone_ended = True
+        self._m.phone_calls.labels(agent=self._agent, outcome=outcome).inc()
 
     def record_message(self, msg: ChatMessage) -> None:
         metrics = msg.metrics

@@ -30,7 +30,7 @@ from voicefleet_agent.contract import (
 )
 from voicefleet_agent.fleet_client import FleetFollower, process_follower
 from voicefleet_agent.guarded_mcp import GuardedMCPServer
-from voicefleet_agent.metrics import SessionRecorder, default_metrics
+from voicefleet_agent.metrics import SessionRecorder, default_metrics, phone_outcome
 from voicefleet_agent.providers import Pipeline, build_pipeline
 from voicefleet_agent.switching import Switching
 from voicefleet_agent.tasks_client import TasksClient, close_quietly
@@ -200,14 +200,20 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
     recorder.attach(session)
     recorder.session_started()
 
+    phone = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+
     async def on_shutdown() -> None:
+        if phone:
+            recorder.phone_call_ended(phone_outcome(None, participant.disconnect_reason))
         recorder.session_ended(session.usage.model_usage)
         if unfollow is not None:
             unfollow()
         if tasks is not None:
             await close_quietly(tasks)
 
-    def on_close(_ev: CloseEvent) -> None:
+    def on_close(ev: CloseEvent) -> None:
+        if phone:
+            recorder.phone_call_ended(phone_outcome(ev.reason.value, participant.disconnect_reason))
         recorder.session_ended(session.usage.model_usage)
         # the caller left or the session failed: free the job process now rather than when the room empties
         ctx.shutdown(reason="agent session closed")

@@ -20,7 +20,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from voicefleet_agent import contract
 from voicefleet_agent.contract import DEFAULT_PRICING, Pricing
-from voicefleet_agent.metrics import CostTracker, Metrics, SessionRecorder, reap_dead_processes, usage_cost
+from voicefleet_agent.metrics import (
+    CostTracker,
+    Metrics,
+    SessionRecorder,
+    phone_outcome,
+    reap_dead_processes,
+    usage_cost,
+)
 from voicefleet_agent.providers import build_pipeline
 
 AGENT = "task-manager"
@@ -104,6 +111,39 @@ def test_recorder_per_turn_figures_and_session_lifecycle() -> None:
     assert sample(registry, contract.INTERRUPTIONS) == 1
     assert sample(registry, contract.SESSION_MINUTES) == pytest.approx(1.5)
     assert sample(registry, contract.COST_USD, modality="tts", provider="cartesia") == pytest.approx(0.024)
+
+
+@pytest.mark.parametrize(
+    ("close_reason", "disconnect_reason", "outcome"),
+    [
+        ("participant_disconnected", 1, "caller_hung_up"),  # CLIENT_INITIATED: the caller's BYE
+        ("participant_disconnected", 13, "dropped"),  # SIP_TRUNK_FAILURE
+        ("participant_disconnected", 14, "dropped"),  # CONNECTION_TIMEOUT
+        ("participant_disconnected", None, "dropped"),
+        ("user_initiated", None, "agent_ended"),
+        ("task_completed", 1, "agent_ended"),
+        ("error", None, "error"),
+        ("job_shutdown", None, "shutdown"),
+        (None, None, "shutdown"),  # the job ended without a close event
+    ],
+)
+def test_phone_outcome_from_close_and_disconnect_reasons(
+    close_reason: str | None, disconnect_reason: int | None, outcome: str
+) -> None:
+    assert phone_outcome(close_reason, disconnect_reason) == outcome
+    assert outcome in contract.PHONE_OUTCOMES
+
+
+def test_a_phone_call_is_counted_once_by_its_first_known_outcome() -> None:
+    registry = CollectorRegistry()
+    recorder = SessionRecorder(Metrics(registry), agent=AGENT)
+    recorder.phone_call_ended("caller_hung_up")  # before the session started: not a call that was answered
+    assert sample(registry, contract.PHONE_CALLS, outcome="caller_hung_up") == 0
+    recorder.session_started()
+    recorder.phone_call_ended("caller_hung_up")
+    recorder.phone_call_ended("shutdown")  # the job's shutdown after the close event
+    assert sample(registry, contract.PHONE_CALLS, outcome="caller_hung_up") == 1
+    assert sample(registry, contract.PHONE_CALLS, outcome="shutdown") == 0
 
 
 def test_provider_errors_are_counted_by_configured_name(vad: VAD, provider_keys: dict[str, str]) -> None:

@@ -28,6 +28,8 @@ STANDARD_METRICS = {
     "kube_deployment_status_replicas_available": "kube-state-metrics: ready agent pods",
     "kube_horizontalpodautoscaler_spec_max_replicas": "kube-state-metrics: capacity = maxReplicas x target",
     "kube_horizontalpodautoscaler_spec_target_metric": "kube-state-metrics: targetSessionsPerPod",
+    "livekit_sip_calls_terminated_total": "livekit-sip: inbound calls by result/reason, refusals included",
+    "livekit_sip_invite_accepted_total": "livekit-sip: inbound calls that matched a trunk and passed auth",
 }
 # Metrics a query may use before the code exports them, each with a TODO naming the issue that adds it. Empty now:
 # the provider-health metrics of issue 5 are exported by voicefleet_operator/failover.py and read from there.

@@ -20,6 +20,7 @@ from phonecall import CallResult, Phone, sip_outcomes, transcribe
 from testground.livekit import LiveKit
 from testground.operator import wait_for
 from testground.sip import SipGround
+from voicefleet_agent import contract
 from voiceroom import VoiceStack
 
 from .conftest import AGENT_NAME, PASSWORD, USERNAME, Line
@@ -28,6 +29,12 @@ pytestmark = pytest.mark.integration
 
 SESSIONS = f'voicefleet_agent_sessions_total{{agent="{AGENT_NAME}"}}'
 ACTIVE = f'voicefleet_agent_active_sessions{{agent="{AGENT_NAME}"}}'
+
+
+def phone_calls(stack: VoiceStack) -> dict[str, float]:
+    """The agent's answered phone calls by outcome."""
+    prefix = f'{contract.PHONE_CALLS}{{agent="{AGENT_NAME}",outcome="'
+    return {k[len(prefix) : -2]: v for k, v in stack.metric_samples().items() if k.startswith(prefix)}
 
 
 def sessions(stack: VoiceStack) -> float:
@@ -58,19 +65,22 @@ def counted(sip: SipGround, outcome: str, before: dict[str, float]) -> None:
              lambda: sip_outcomes(sip.prometheus_url).get(outcome, 0.0) > before.get(outcome, 0.0), 30)  # fmt: skip
 
 
-def assert_refused(call: CallResult, status: int, livekit: LiveKit, stack: VoiceStack, before: float) -> None:
+def assert_refused(
+    call: CallResult, status: int, livekit: LiveKit, stack: VoiceStack, before: float, answered_before: float
+) -> None:
     assert call.status == status, call.describe()
     if status == DROPPED:
         assert 100 in call.provisional and call.hangup is not None, call.describe()
     assert call.confirmed is None and call.media is None, call.describe()
     assert rooms_since(livekit, call.started_at) == [], "a refused call got a room"
     assert sessions(stack) == before, "a refused call reached the agent"
+    assert sum(phone_calls(stack).values()) == answered_before, "a refused call was counted as answered"
 
 
 def test_call_with_the_right_credentials_is_greeted_adds_the_task_and_hang_up_ends_the_session(
     line: Line, phone: Phone, phone_stack: VoiceStack, livekit: LiveKit, sip: SipGround
 ) -> None:
-    before = sessions(phone_stack)
+    before, hung_up = sessions(phone_stack), phone_calls(phone_stack).get("caller_hung_up", 0.0)
     outcomes = sip_outcomes(sip.prometheus_url)
     call = phone.call(line.number, username=USERNAME, password=PASSWORD, say="Add buy milk to my tasks")
 
@@ -98,42 +108,51 @@ def test_call_with_the_right_credentials_is_greeted_adds_the_task_and_hang_up_en
     wait_for("job freed", lambda: int(phone_stack.worker_status().get("active_jobs", 0)) == 0, 60)
     counted(sip, "accepted", outcomes)
     counted(sip, "success/hangup", outcomes)
+    # and the agent counts it for its VoiceAgent as answered and ended by the caller
+    wait_for(
+        "call counted as hung up by the caller",
+        lambda: phone_calls(phone_stack).get("caller_hung_up") == hung_up + 1,
+        30,
+    )
+    assert set(phone_calls(phone_stack)) == set(contract.PHONE_OUTCOMES)
 
 
 def test_wrong_password_is_refused_with_401_and_reaches_no_agent(
     line: Line, phone: Phone, phone_stack: VoiceStack, livekit: LiveKit, sip: SipGround
 ) -> None:
     before, outcomes = sessions(phone_stack), sip_outcomes(sip.prometheus_url)
+    answered = sum(phone_calls(phone_stack).values())
     call = phone.call(line.number, username=USERNAME, password="not-the-password")
-    assert_refused(call, 401, livekit, phone_stack, before)
+    assert_refused(call, 401, livekit, phone_stack, before, answered)
     counted(sip, "client_error/unauthorized", outcomes)
 
 
 def test_call_without_credentials_is_challenged_with_407_and_reaches_no_agent(
     line: Line, phone: Phone, phone_stack: VoiceStack, livekit: LiveKit
 ) -> None:
-    before = sessions(phone_stack)
+    before, answered = sessions(phone_stack), sum(phone_calls(phone_stack).values())
     call = phone.call(line.number)
-    assert_refused(call, 407, livekit, phone_stack, before)
+    assert_refused(call, 407, livekit, phone_stack, before, answered)
 
 
 def test_caller_outside_allowed_addresses_is_dropped_and_reaches_no_agent(
     line: Line, phone: Phone, phone_stack: VoiceStack, livekit: LiveKit, sip: SipGround
 ) -> None:
     before, outcomes = sessions(phone_stack), sip_outcomes(sip.prometheus_url)
+    answered = sum(phone_calls(phone_stack).values())
     call = phone.call(line.number, username=USERNAME, password=PASSWORD, from_ip=sip.stranger_ip,
                       answer_timeout=DROP_WAIT)  # fmt: skip
-    assert_refused(call, DROPPED, livekit, phone_stack, before)
+    assert_refused(call, DROPPED, livekit, phone_stack, before, answered)
     counted(sip, "client_error/flood", outcomes)
 
 
 def test_number_no_trunk_owns_is_dropped_and_reaches_no_agent(
     line: Line, phone: Phone, phone_stack: VoiceStack, livekit: LiveKit
 ) -> None:
-    before = sessions(phone_stack)
+    before, answered = sessions(phone_stack), sum(phone_calls(phone_stack).values())
     stranger_number = line.number[:-1] + str((int(line.number[-1]) + 1) % 10)
     call = phone.call(stranger_number, username=USERNAME, password=PASSWORD, answer_timeout=DROP_WAIT)
-    assert_refused(call, DROPPED, livekit, phone_stack, before)
+    assert_refused(call, DROPPED, livekit, phone_stack, before, answered)
 
 
 def test_removing_the_phone_channel_refuses_the_next_call_and_restoring_it_answers(
@@ -142,9 +161,9 @@ def test_removing_the_phone_channel_refuses_the_next_call_and_restoring_it_answe
     ns = line.ns
     ns.kubectl("patch", "voiceagent", "tasks", "--type=json", "-p", '[{"op":"remove","path":"/spec/channels/phone"}]')
     wait_for("PhoneReady gone", lambda: ns.condition("voiceagent", "tasks", "PhoneReady") is None)
-    before = sessions(phone_stack)
+    before, answered = sessions(phone_stack), sum(phone_calls(phone_stack).values())
     call = phone.call(line.number, username=USERNAME, password=PASSWORD, answer_timeout=DROP_WAIT)
-    assert_refused(call, DROPPED, livekit, phone_stack, before)
+    assert_refused(call, DROPPED, livekit, phone_stack, before, answered)
 
     phone_channel = line.body["spec"]["channels"]["phone"]
     ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p",
