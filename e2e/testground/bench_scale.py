@@ -286,6 +286,7 @@ def main() -> int:
         ("apply -> all Ready (s)", result.get("all_ready_s")),
         ("  ratio to the floor", result.get("ready_ratio")),
         ("  operator requests per agent", result.get("create_requests_per_agent")),
+        ("Ready -> all FleetConnected=False (s)", result.get("fleet_connected_false_after_ready_s")),
         ("at rest: writes/min", result.get("rest_writes_per_min")),
         ("at rest: reads/min", result.get("rest_reads_per_min")),
         ("at rest: reconciles/min", result.get("rest_reconciles_per_min")),
