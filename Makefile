@@ -66,8 +66,17 @@ test: venv system-deps bins images crds-check lint typecheck
 demo: venv system-deps bins
 	$(PY) -m testground.demo
 
+# The operator outside the cluster, against your current kubeconfig. Agent pods long-poll its fleet channel, so they
+# must reach this host: FLEET_URL is the channel's address as the pods see it (rendered into every agent pod),
+# FLEET_LISTEN where it listens (default 0.0.0.0:8090). On the test ground's real node (make testground-up
+# ARGS=--real-node) pods reach this host at the bridge address 10.247.0.1:
+#   make run FLEET_LISTEN=10.247.0.1:8090 FLEET_URL=http://10.247.0.1:8090
+# Without FLEET_URL (nor VOICEFLEET_FLEET_URL) pods do not follow provider changes, and every VoiceAgent that follows
+# a ProviderPolicy says so: FleetConnected=False, reason NoFleetURL; a URL the pods cannot reach shows as
+# FleetConnected=False, reason PodsNotPolling, after the grace period (docs/install.md#fleet-channel).
 run: venv
-	$(PY) -m voicefleet_operator --log-format plain
+	$(PY) -m voicefleet_operator --log-format plain $(if $(FLEET_LISTEN),--fleet-listen $(FLEET_LISTEN)) \
+		$(if $(FLEET_URL),--fleet-url $(FLEET_URL))
 
 # ARGS=--real-node adds a real kubelet node (one per machine; see e2e/testground/README.md)
 testground-up: venv system-deps bins

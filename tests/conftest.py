@@ -21,6 +21,8 @@ _BASETEMP = pytest.StashKey[Path]()
 
 ROOT = Path(__file__).resolve().parents[1]
 RESYNC_SECONDS = "3"
+# kwok pods never poll the fleet channel: their VoiceAgents show FleetConnected=False after this (test_fleet_connected)
+FLEET_GRACE_SECONDS = "4"
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +36,11 @@ def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
     op = OperatorProcess(
         cluster.kubeconfig,
         cluster.logs_dir,
-        env={"VOICEFLEET_RESYNC_SECONDS": RESYNC_SECONDS, "VOICEFLEET_SIP_SWEEP_SECONDS": RESYNC_SECONDS},
+        env={
+            "VOICEFLEET_RESYNC_SECONDS": RESYNC_SECONDS,
+            "VOICEFLEET_SIP_SWEEP_SECONDS": RESYNC_SECONDS,
+            "VOICEFLEET_FLEET_GRACE_SECONDS": FLEET_GRACE_SECONDS,
+        },
     )
     op.start()
     yield op

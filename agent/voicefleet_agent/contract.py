@@ -55,6 +55,10 @@ ENV_FLEET_TOKEN_FILE = "VOICEFLEET_FLEET_TOKEN_FILE"
 FLEET_TOKEN_DIR = "/etc/voicefleet-fleet"
 FLEET_TOKEN_KEY = "token"
 FLEET_VOICEAGENT_PARAM = "voiceagent"  # query parameter naming the VoiceAgent; the token goes in Authorization
+FLEET_POD_PARAM = "pod"  # query parameter naming the agent pod: the operator tells which Ready pods never poll
+# "1" on the poll a pod's worker process keeps open whether or not it runs a session: it shows the pod reaches the
+# channel (condition FleetConnected) and counts neither in the rollout nor in the provider error fraction.
+FLEET_PRESENCE_PARAM = "presence"
 
 # Dev/test overrides of the ports below (a pod never sets them).
 ENV_WORKER_PORT = "VOICEFLEET_WORKER_PORT"

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Mirrors voicefleet_agent.contract (imported lazily in from_env so the follower never pulls in pydantic).
 DEFAULT_FLEET_PATH = "/v1/fleet"
 VOICEAGENT_PARAM = "voiceagent"
+POD_PARAM = "pod"
+PRESENCE_PARAM = "presence"
 POLL_WAIT_S = 25.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 15.0
@@ -36,8 +38,9 @@ OnChange = Callable[[int, dict[str, str]], Awaitable[None] | None]
 
 @dataclass(frozen=True)
 class FleetTarget:
-    """Where to poll and who we are: `agent` this process, `voiceagent` the VoiceAgent it belongs to, proven by
-    its fleet token (`token`, or read from `token_file` at every poll)."""
+    """Where to poll and who we are: `agent` this process, `pod` its pod, `voiceagent` the VoiceAgent it belongs
+    to, proven by its fleet token (`token`, or read from `token_file` at every poll). `presence`: the pod's own
+    poll, kept open whether or not a session runs (it counts for FleetConnected only)."""
 
     url: str
     namespace: str
@@ -47,6 +50,8 @@ class FleetTarget:
     voiceagent: str = ""
     token: str = field(default="", repr=False)
     token_file: str = ""
+    pod: str = ""
+    presence: bool = False
 
     def bearer(self) -> str:
         if self.token_file:
@@ -116,6 +121,10 @@ class FleetFollower:
         params = {"agent": self.target.agent, "generation": str(self.generation), "wait": f"{self.wait_s:g}"}
         if self.target.voiceagent:
             params[VOICEAGENT_PARAM] = self.target.voiceagent
+        if self.target.pod:
+            params[POD_PARAM] = self.target.pod
+        if self.target.presence:
+            params[PRESENCE_PARAM] = "1"
         if errors:
             params["errors"] = ",".join(f"{p}:{n}" for p, n in errors.items() if n > 0)
         return params
@@ -174,7 +183,9 @@ class FleetFollower:
                 delay = min(delay * 2, self.backoff_max_s)
 
 
-def target_from_env(policy: str | None, environ: Mapping[str, str] = os.environ) -> FleetTarget | None:
+def target_from_env(
+    policy: str | None, environ: Mapping[str, str] = os.environ, presence: bool = False
+) -> FleetTarget | None:
     """The fleet channel this pod follows, or None when it follows no policy or no URL was rendered."""
     from voicefleet_agent import contract
 
@@ -190,6 +201,8 @@ def target_from_env(policy: str | None, environ: Mapping[str, str] = os.environ)
         path=contract.FLEET_PATH,
         voiceagent=environ.get(contract.ENV_VOICEAGENT, ""),
         token_file=environ.get(contract.ENV_FLEET_TOKEN_FILE, ""),
+        pod=environ.get(contract.ENV_POD_NAME, ""),
+        presence=presence,
     )
 
 
@@ -207,3 +220,14 @@ def process_follower(policy: str | None, environ: Mapping[str, str] = os.environ
     if _process_follower._task is None or _process_follower._task.done():
         _process_follower.start()
     return _process_follower
+
+
+def presence_follower(policy: str | None, environ: Mapping[str, str] = os.environ) -> FleetFollower | None:
+    """The worker process's own follower, started when the pod starts: session processes poll only while they run a
+    session, and an idle pod must still show the operator that it reaches the channel."""
+    target = target_from_env(policy, environ, presence=True)
+    if target is None:
+        return None
+    follower = FleetFollower(target)
+    follower.start()
+    return follower

@@ -19,6 +19,7 @@ from voicefleet_agent import contract, http, loopwatch, speaking_rate, toolschem
 from voicefleet_agent.assistant import TaskAssistant
 from voicefleet_agent.config import load_config
 from voicefleet_agent.contract import AgentConfig, tasks_token_key
+from voicefleet_agent.fleet_client import FleetFollower, presence_follower
 from voicefleet_agent.metrics import default_metrics, reap_dead_processes
 from voicefleet_agent.session import run_session, vad_options
 from voicefleet_agent.worker_options import preload_local_inference, server_options
@@ -70,6 +71,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
+_presence: list[FleetFollower] = []
 
 
 def _on_worker_started() -> None:
@@ -84,6 +86,9 @@ def _on_worker_started() -> None:
     task = asyncio.get_running_loop().create_task(reap(), name="voicefleet.reap_metrics")
     _background.add(task)
     task.add_done_callback(_background.discard)
+    # the pod shows the operator it reaches the fleet channel even while it runs no session (FleetConnected)
+    if (follower := presence_follower(CONFIG.policy_name)) is not None:
+        _presence.append(follower)
 
 
 def build_server(config: AgentConfig) -> Server:

@@ -1,6 +1,6 @@
 """One fleet follower in its own OS process, as tiny as an agent's follower can be (aiohttp only).
 
-``python -m failover.follower URL NAMESPACE POLICY AGENT LOG [VOICEAGENT TOKEN_FILE]`` appends one line per
+``python -m failover.follower URL NAMESPACE POLICY AGENT LOG [VOICEAGENT TOKEN_FILE [POD]]`` appends one line per
 generation it switches to: ``AGENT GENERATION STT WALLTIME`` (one short O_APPEND write, so lines from many
 processes never interleave).
 """
@@ -18,6 +18,7 @@ from voicefleet_agent.fleet_client import FleetFollower, FleetTarget
 def main(argv: list[str]) -> int:
     url, namespace, policy, agent, log_path = argv[:5]
     voiceagent, token_file = argv[5:7] if len(argv) >= 7 else ("", "")
+    pod = argv[7] if len(argv) >= 8 else ""  # the agent pod it speaks for (FleetConnected)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def on_change(generation: int, active: dict[str, str]) -> None:
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
         os.write(fd, f"{agent} {generation} {active.get('stt', '-')} {now:.6f}\n".encode())
 
     follower = FleetFollower(
-        FleetTarget(url, namespace, policy, agent, voiceagent=voiceagent, token_file=token_file),
+        FleetTarget(url, namespace, policy, agent, voiceagent=voiceagent, token_file=token_file, pod=pod),
         on_change=on_change,
         wait_s=25,
     )

@@ -40,6 +40,7 @@ AGENTS_PER_NODE = 64
 # User agents of the operator's two clients: kopf (aiohttp) and the storage layer (lightkube on httpx).
 OPERATOR_AGENTS = ("kopf/", "python-httpx", "lightkube")
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
+FLEET_GRACE_S = 5
 
 
 def _agent(template: dict[str, Any], i: int) -> dict[str, Any]:
@@ -133,6 +134,11 @@ def _ready(agent: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
+def _fleet_decided(agent: dict[str, Any]) -> bool:
+    conds = (agent.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "FleetConnected" and c["status"] == "False" for c in conds)
+
+
 def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path | None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="voicefleet-bench-scale-"))
     # room for both fleets' pods, and for the agents' CPU requests (500m each: 64 per kwok node), with a fifth to spare
@@ -164,7 +170,8 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         wait_for(f"{n} raw Deployments available", raw_available, timeout=timeout, every=1.0)
         result["raw_ready_s"] = round(time.monotonic() - t0, 1)
 
-        env = {"VOICEFLEET_RESYNC_SECONDS": str(resync_s)}
+        # kwok pods never poll the fleet channel: every VoiceAgent turns FleetConnected=False once, after this grace
+        env = {"VOICEFLEET_RESYNC_SECONDS": str(resync_s), "VOICEFLEET_FLEET_GRACE_SECONDS": str(FLEET_GRACE_S)}
         if operator_src is not None:
             env["PYTHONPATH"] = f"{operator_src / 'operator'}:{operator_src / 'agent'}"
         operator = OperatorProcess(cluster.kubeconfig, cluster.logs_dir, env=env)
@@ -199,6 +206,16 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         creation = _audit(cluster, started_at, ready_at)
         result["create_requests_by_verb"] = dict(sorted(creation.items()))
         result["create_requests_per_agent"] = round(sum(creation.values()) / n, 1)
+
+        if operator_src is None and result["all_ready_s"]:  # (an older tree may not have FleetConnected)
+            t0 = time.monotonic()
+            wait_for(
+                f"{n} VoiceAgents FleetConnected=False (kwok pods never poll)",
+                lambda: sum(_fleet_decided(a) for a in _agents(cluster)) == n,
+                timeout=timeout,
+                every=1.0,
+            )
+            result["fleet_connected_false_after_ready_s"] = round(time.monotonic() - t0, 1)
 
         # At rest: let the last events drain, then watch one window.
         time.sleep(min(20.0, rest_s / 3))  # a settling period, not a condition: rest is the absence of change
@@ -269,6 +286,7 @@ def main() -> int:
         ("apply -> all Ready (s)", result.get("all_ready_s")),
         ("  ratio to the floor", result.get("ready_ratio")),
         ("  operator requests per agent", result.get("create_requests_per_agent")),
+        ("Ready -> all FleetConnected=False (s)", result.get("fleet_connected_false_after_ready_s")),
         ("at rest: writes/min", result.get("rest_writes_per_min")),
         ("at rest: reads/min", result.get("rest_reads_per_min")),
         ("at rest: reconciles/min", result.get("rest_reconciles_per_min")),

@@ -16,7 +16,9 @@ from kopf._core.engines.peering import Identity
 from lightkube import AsyncClient
 from prometheus_client import start_http_server
 
-from voicefleet_operator import handlers  # noqa: F401  (registers the handlers)
+from voicefleet_agent import contract
+from voicefleet_operator import handlers  # registers the handlers
+from voicefleet_operator.fleetcheck import DEFAULT_GRACE_S
 from voicefleet_operator.kube import Kube
 from voicefleet_operator.selfcheck import SelfCheck, serve
 
@@ -35,13 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("VOICEFLEET_METRICS_PORT", "9090")))
     parser.add_argument(
         "--fleet-listen",
-        default=os.environ.get("VOICEFLEET_FLEET_LISTEN", "0.0.0.0:8090"),
+        default=os.environ.get(handlers.ENV_FLEET_LISTEN, "0.0.0.0:8090"),
         help="host:port where agents long-poll for the providers in use",
     )
     parser.add_argument(
         "--fleet-url",
-        default=os.environ.get("VOICEFLEET_FLEET_URL", ""),
-        help="that address as agent pods reach it, e.g. http://voicefleet-operator.voicefleet.svc:8090",
+        default=os.environ.get(contract.ENV_FLEET_URL, ""),
+        help="that address as agent pods reach it, e.g. http://voicefleet-operator.voicefleet.svc:8090 in the "
+        "cluster; outside it, an address of this host the pods can reach. Unset: pods do not follow provider "
+        "changes, and VoiceAgents that follow a ProviderPolicy show FleetConnected=False, reason NoFleetURL",
+    )
+    parser.add_argument(
+        "--fleet-grace-seconds",
+        type=float,
+        default=float(os.environ.get(handlers.ENV_FLEET_GRACE, str(DEFAULT_GRACE_S))),
+        help="how long a ready agent pod may go without polling the fleet channel before FleetConnected=False",
     )
     parser.add_argument(
         "--api-check-seconds",
@@ -115,8 +125,9 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ["VOICEFLEET_FLEET_LISTEN"] = args.fleet_listen
-    os.environ["VOICEFLEET_FLEET_URL"] = args.fleet_url
+    os.environ[handlers.ENV_FLEET_LISTEN] = args.fleet_listen
+    os.environ[contract.ENV_FLEET_URL] = args.fleet_url
+    os.environ[handlers.ENV_FLEET_GRACE] = str(args.fleet_grace_seconds)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -124,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     # one line per API request drowns the operator's own (lightkube's client logs as httpx2)
     for chatty in ("httpx", "httpx2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    if not args.fleet_url:
+        log.warning("no --fleet-url (%s): agent pods are not told where the fleet channel is and will not follow "
+                    "provider changes; VoiceAgents that follow a ProviderPolicy show FleetConnected=False, reason "
+                    "NoFleetURL", contract.ENV_FLEET_URL)  # fmt: skip
     start_http_server(args.metrics_port)
     return asyncio.run(run(args))
 

@@ -89,8 +89,12 @@ def names(agent_name: str) -> dict[str, str]:
     return {kind: agent_name + suffix for kind, suffix in CHILD_SUFFIXES.items()}
 
 
+INSTANCE_LABEL = "app.kubernetes.io/instance"  # an agent pod's VoiceAgent
+AGENT_POD_NAME = "voicefleet-agent"
+
+
 def selector_labels(name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "voicefleet-agent", "app.kubernetes.io/instance": name}
+    return {"app.kubernetes.io/name": AGENT_POD_NAME, INSTANCE_LABEL: name}
 
 
 def labels(agent: VoiceAgent) -> dict[str, str]:

@@ -12,6 +12,11 @@ operator derived from its per-install key and handed to the pods in a Secret. Po
 does not reconcile onto this policy, or with a wrong token, are refused (403) and counted, so a pod elsewhere in
 the cluster cannot report errors and trip a fleet-wide failover. Agents not heard from for ACTIVE_WINDOW_S are
 pruned.
+
+Every poll also names its pod, and each pod's worker process keeps a *presence* poll open whether or not it runs a
+session: the operator knows per VoiceAgent which pods reach the channel (and which VoiceAgents' polls it refused),
+which is what its FleetConnected condition is decided from (fleetcheck.py). Presence polls count neither in the
+rollout nor in the share of agents reporting errors: an idle pod saw no provider error because it made no call.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import Counter
 
-from voicefleet_agent.contract import FLEET_PATH, FLEET_VOICEAGENT_PARAM
+from voicefleet_agent.contract import FLEET_PATH, FLEET_POD_PARAM, FLEET_PRESENCE_PARAM, FLEET_VOICEAGENT_PARAM
 
 ACTIVE_WINDOW_S = 75.0  # an agent not heard from for this long no longer counts in the rollout
 MAX_WAIT_S = 55.0
@@ -90,12 +95,35 @@ class Fleet:
     def __init__(self) -> None:
         self.channels: dict[tuple[str, str], Channel] = {}
         self.members: dict[tuple[str, str], Member] = {}
+        self.pods: dict[tuple[str, str], dict[str, float]] = {}  # (namespace, voiceagent) → pod → last poll
+        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # a member's last refused poll: why, when
 
     def admit(self, namespace: str, voiceagent: str, policy: str, token: str) -> None:
         self.members[(namespace, voiceagent)] = Member(policy, token)
 
     def expel(self, namespace: str, voiceagent: str) -> None:
-        self.members.pop((namespace, voiceagent), None)
+        key = (namespace, voiceagent)
+        self.members.pop(key, None)
+        self.pods.pop(key, None)
+        self.refused.pop(key, None)
+
+    def members_of(self, namespace: str, policy: str) -> list[str]:
+        """The VoiceAgents admitted to a policy's channel."""
+        return [va for (ns, va), m in self.members.items() if ns == namespace and m.policy == policy]
+
+    def polled(self, namespace: str, voiceagent: str, now: float) -> dict[str, float]:
+        """The pods of a VoiceAgent heard from within ACTIVE_WINDOW_S, and when last; older ones are pruned."""
+        pods = self.pods.get((namespace, voiceagent))
+        if not pods:
+            return {}
+        live = {pod: at for pod, at in pods.items() if now - at <= ACTIVE_WINDOW_S}
+        self.pods[(namespace, voiceagent)] = live
+        return dict(live)
+
+    def refusal_of(self, namespace: str, voiceagent: str, now: float) -> str | None:
+        """Why the VoiceAgent's last poll was refused, if that was within ACTIVE_WINDOW_S."""
+        found = self.refused.get((namespace, voiceagent))
+        return found[0] if found is not None and now - found[1] <= ACTIVE_WINDOW_S else None
 
     def refusal(self, namespace: str, policy: str, voiceagent: str, authorization: str) -> str | None:
         """Why a poll is refused, or None when its VoiceAgent follows this policy and the token is its own."""
@@ -125,13 +153,20 @@ class Fleet:
         except (KeyError, ValueError) as error:
             raise web.HTTPBadRequest(text=f"bad query: {error}") from error
         voiceagent = query.get(FLEET_VOICEAGENT_PARAM, "")
+        now = time.monotonic()
         if refused := self.refusal(namespace, policy, voiceagent, request.headers.get("Authorization", "")):
             REFUSED.labels(refused).inc()
+            if refused != "unknown":  # kept for members only: a stranger cannot grow this map
+                self.refused[(namespace, voiceagent)] = (refused, now)
             raise web.HTTPForbidden(text=f"not a VoiceAgent of {namespace}/{policy} with its fleet token")
         channel = self.channels.get((namespace, policy))
         if channel is None:
+            self.refused[(namespace, voiceagent)] = ("policy-unknown", now)
             raise web.HTTPNotFound(text=f"no ProviderPolicy {namespace}/{policy} known to the operator")
-        channel.heard(agent, generation, errors, time.monotonic())
+        if pod := query.get(FLEET_POD_PARAM, ""):
+            self.pods.setdefault((namespace, voiceagent), {})[pod] = now
+        if query.get(FLEET_PRESENCE_PARAM) != "1":
+            channel.heard(agent, generation, errors, now)
         if generation == channel.generation:
             changed = channel.changed
             with contextlib.suppress(TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,10 +14,11 @@ import kopf
 from lightkube import AsyncClient
 
 from voicefleet_agent import contract
-from voicefleet_operator.desired import MANAGED_BY
+from voicefleet_operator.desired import AGENT_POD_NAME, MANAGED_BY
 from voicefleet_operator.diffbase import HashedDiffBaseStorage
 from voicefleet_operator.failover import Failover
 from voicefleet_operator.fleet import Fleet
+from voicefleet_operator.fleetcheck import DEFAULT_GRACE_S, AgentPods
 from voicefleet_operator.livekit import LiveKitUnavailable
 from voicefleet_operator.models import GROUP, VERSION
 from voicefleet_operator.phonesync import PeriodicTelephony
@@ -26,6 +28,8 @@ from voicefleet_operator.reconcile import Reconciler, utcnow
 
 RETRY_SECONDS = 15
 ENV_FLEET_LISTEN = "VOICEFLEET_FLEET_LISTEN"  # host:port of the fleet channel
+# How long a ready agent pod may go without polling the fleet channel before FleetConnected says so; tests shorten it.
+ENV_FLEET_GRACE = "VOICEFLEET_FLEET_GRACE_SECONDS"
 # Drift repair and LiveKit comparison interval; tests shorten it.
 RESYNC_SECONDS = float(os.environ.get("VOICEFLEET_RESYNC_SECONDS", "60"))
 CHILDREN = (
@@ -38,6 +42,7 @@ CHILDREN = (
     ("", "v1", "secrets"),  # the fleet token
 )
 WATCHED_EVENTS = ("ADDED", "MODIFIED", "DELETED")
+AGENT_POD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/name": AGENT_POD_NAME}
 # Set to "true" on a VoiceAgent whose LiveKit is gone for good, so that its deletion does not wait for it.
 ABANDON_PHONE_CLEANUP = f"{GROUP}/abandon-phone-cleanup"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -82,6 +87,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.posting.default_backoffs = (1, 3)
     settings.watching.server_timeout = 300
+    # Only agent pods, filtered by the API server: the operator must not receive every pod event of the cluster.
+    settings.watching.label_selectors["", "v1", "pods"] = ",".join(f"{k}={v}" for k, v in AGENT_POD_LABELS.items())
     # A slow answer is better than a retry: an abandoned write (a Service's ClusterIP allocation) is work the API
     # server does again.
     memo.kube = kube = Watched(AsyncClient(field_manager="voicefleet-operator", timeout=httpx.Timeout(10.0, read=60.0)))
@@ -96,6 +103,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         failover=memo.failover,
         fleet_url=os.environ.get(contract.ENV_FLEET_URL) or None,
         resync_seconds=RESYNC_SECONDS,
+        pods=AgentPods(),
+        fleet_grace=float(os.environ.get(ENV_FLEET_GRACE) or DEFAULT_GRACE_S),
     )
 
 
@@ -153,7 +162,8 @@ async def provider_policy(
 
 @kopf.daemon(GROUP, VERSION, "providerpolicies", cancellation_timeout=3)
 async def watch_providers(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Probe every provider each healthCheck.intervalSeconds; in between, publish rollout progress every second."""
+    """Probe every provider each healthCheck.intervalSeconds; in between, publish rollout progress every second, and
+    whether the followers' pods poll (FleetConnected)."""
     loop = asyncio.get_running_loop()
     next_probe = loop.time()
     while True:
@@ -164,7 +174,17 @@ async def watch_providers(name: str, namespace: str | None, memo: Any, **_: Any)
             next_probe = loop.time() + interval
         else:
             await memo.failover.refresh_rollout(_ns(namespace), name)
+        try:
+            await memo.reconciler.fleet_check(_ns(namespace), name)
+        except Exception:  # a reconcile that failed is retried next second; the probes must go on
+            logging.getLogger(__name__).exception("FleetConnected of the followers of %s/%s", namespace, name)
         await asyncio.sleep(1)
+
+
+@kopf.on.event("", "v1", "pods", labels=AGENT_POD_LABELS)
+async def agent_pod(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """Which agent pods are ready, for FleetConnected: kept in memory, nothing is read or written."""
+    memo.reconciler.pods.saw(body, deleted=type == "DELETED", now=time.monotonic())
 
 
 def _owner(body: kopf.Body) -> str | None:

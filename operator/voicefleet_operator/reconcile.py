@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from voicefleet_operator import conditions, desired, installkey
+from voicefleet_operator import conditions, desired, fleetcheck, installkey
 from voicefleet_operator.applied import Applied, key_of, status_unchanged
 from voicefleet_operator.failover import Failover
 from voicefleet_operator.followers import Change, Followers, follows, view
@@ -30,6 +30,9 @@ from voicefleet_operator.telephony import PhoneResult, Telephony
 RECONCILES = Counter("voicefleet_operator_reconciles_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("voicefleet_operator_reconcile_seconds", "Reconcile duration", ["kind"])
 SKIPPED_WRITES = Counter("voicefleet_operator_skipped_writes_total", "Writes left out: already in place", ["kind"])
+NOT_POLLING = Gauge("voicefleet_operator_fleet_pods_not_polling",
+                    "Ready agent pods that do not follow the fleet channel (condition FleetConnected)",
+                    ["namespace", "voiceagent"])  # fmt: skip
 # A periodic resync of an agent with nothing to do costs no API call; every this many resync periods it is a full
 # reconcile anyway (a safety net for watch events lost in a gap).
 FULL_RESYNC_PERIODS = 10
@@ -80,6 +83,8 @@ class Reconciler:
         fleet_url: str | None = None,
         applied: Applied | None = None,
         resync_seconds: float = 60.0,
+        pods: fleetcheck.AgentPods | None = None,
+        fleet_grace: float = fleetcheck.DEFAULT_GRACE_S,
     ) -> None:
         self.store = store
         self.install_key = installkey.load()
@@ -90,6 +95,10 @@ class Reconciler:
         self.telephony = telephony
         self.failover = failover
         self.fleet_url = fleet_url
+        self.pods = pods or fleetcheck.AgentPods()
+        self.fleet_grace = fleet_grace
+        # per VoiceAgent, FleetConnected as its status shows it: (status, reason, pods that do not poll)
+        self.fleet_shown: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
         self.emit = emit
         self.clock = clock
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -172,6 +181,7 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.applied.forget_agent(namespace, name)
             self.failover.fleet.expel(namespace, name)
+            self._forget_fleet(namespace, name)
             return None
         agent: VoiceAgent = VoiceAgent.from_body(body)
         previous = conditions_of(body)
@@ -199,9 +209,15 @@ class Reconciler:
         evaluated = conditions.evaluate(problem, rollout, agent.spec.scaling.min_replicas)
         if phone_result is not None:
             evaluated.append(phone_result.condition)  # type: ignore[arg-type]
+        follows = agent.spec.provider_policy_ref is not None
+        fleet = self._fleet_verdict(namespace, name, rollout.ready_replicas if rollout else 0) if follows else None
+        if fleet is not None:
+            evaluated.append((fleetcheck.CONDITION, fleet.status, fleet.reason, fleet.message))
         current = conditions.merge(previous, evaluated, generation, self.clock())
         if plan is not None and phone_result is None:
             current = [c for c in current if c.type != "PhoneReady"]
+        if not follows:
+            current = [c for c in current if c.type != fleetcheck.CONDITION]
         status = VoiceAgentStatus(
             observed_generation=generation,
             conditions=current,
@@ -219,6 +235,7 @@ class Reconciler:
             SKIPPED_WRITES.labels("VoiceAgentStatus").inc()
         else:
             await self.store.patch_status(VoiceAgentResource, namespace, name, status)
+        self._shown(namespace, name, current, fleet)
         self._announce(body, previous, current)
         ready = any(c.type == "Ready" and c.status == "True" for c in current)
         if problem is not None and problem.reason not in PERMANENT:
@@ -327,8 +344,56 @@ class Reconciler:
             if uses:
                 await self.agent(namespace, agent.metadata["name"])
 
+    def _fleet_verdict(self, namespace: str, name: str, deployment_ready: int | None) -> fleetcheck.Verdict | None:
+        now = time.monotonic()
+        fleet = self.failover.fleet
+        return fleetcheck.decide(
+            name=name,
+            fleet_url=self.fleet_url,
+            ready=self.pods.of(namespace, name),
+            polled=fleet.polled(namespace, name, now),
+            refused=fleet.refusal_of(namespace, name, now),
+            now=now,
+            grace=self.fleet_grace,
+            deployment_ready=deployment_ready,
+        )
+
+    def _shown(self, namespace: str, name: str, current: list[Condition], verdict: fleetcheck.Verdict | None) -> None:
+        """Remember FleetConnected as the status now shows it, and export its count of pods that do not poll."""
+        cond = next((c for c in current if c.type == fleetcheck.CONDITION), None)
+        if cond is None:
+            self._forget_fleet(namespace, name)
+            return
+        before = self.fleet_shown.get((namespace, name), ("", "", ()))
+        silent = verdict.silent if verdict is not None else before[2]
+        self.fleet_shown[(namespace, name)] = (cond.status, cond.reason, silent)
+        NOT_POLLING.labels(namespace, name).set(len(silent) if cond.status == "False" else 0)
+
+    def _forget_fleet(self, namespace: str, name: str) -> None:
+        if self.fleet_shown.pop((namespace, name), None) is not None:
+            NOT_POLLING.remove(namespace, name)
+
+    async def fleet_check(self, namespace: str, policy: str) -> None:
+        """Reconcile the followers of `policy` whose FleetConnected moved: a pod ready past the grace period that
+        does not poll, or that started or stopped polling. In-memory only (the pod watch and the fleet channel);
+        the policy's daemon calls it every second, and at rest it finds nothing to do."""
+        moved = []
+        for name in self.failover.fleet.members_of(namespace, policy):
+            verdict = self._fleet_verdict(namespace, name, None)
+            if verdict is not None and (verdict.status, verdict.reason, verdict.silent) != self.fleet_shown.get(
+                (namespace, name)
+            ):
+                moved.append(self.agent(namespace, name))
+        await _bounded(moved)
+
     def _announce(self, body: dict[str, Any], previous: list[Condition], current: list[Condition]) -> None:
+        before = {c.type for c in previous}
         for cond in conditions.transitions(previous, current):
+            if cond.type == fleetcheck.CONDITION:
+                if cond.status == "False" or cond.type in before:  # a fleet that always followed needs no Event
+                    kind = "Warning" if cond.status == "False" else "Normal"
+                    self.emit(body, kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}")
+                continue
             if cond.type != "Ready" and cond.status != "True":
                 continue  # Ready flips, and Degraded/Progressing turning on, are worth an Event
             warning = (cond.type == "Ready" and cond.status == "False") or cond.type == "Degraded"

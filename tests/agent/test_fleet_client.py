@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from voicefleet_agent.fleet_client import FleetFollower, FleetTarget, agent_id, process_follower, target_from_env
+from voicefleet_agent.fleet_client import (
+    FleetFollower,
+    FleetTarget,
+    agent_id,
+    presence_follower,
+    process_follower,
+    target_from_env,
+)
 from voicefleet_operator.fleet import Fleet
 
 
@@ -52,6 +59,23 @@ async def test_follows_generations_acknowledges_and_reports_errors(served: tuple
     _, errors = channel.take_errors(time.monotonic())
     assert errors == {"deepgram": 1}
     await follower.aclose()
+
+
+async def test_an_idle_pods_presence_poll_tells_the_operator_its_pod_reaches_the_channel(
+    served: tuple[Fleet, str], tmp_path: Path
+) -> None:
+    fleet, url = served
+    fleet.channel("ns", "pol").publish(1, {"stt": "deepgram"})
+    (tmp_path / "token").write_text("tok")
+    env = {"VOICEFLEET_FLEET_URL": url, "VOICEFLEET_POD_NAMESPACE": "ns", "VOICEFLEET_POD_NAME": "va-6d5f-x2",
+           "VOICEFLEET_VOICEAGENT": "va", "VOICEFLEET_FLEET_TOKEN_FILE": str(tmp_path / "token")}  # fmt: skip
+    follower = presence_follower("pol", env)
+    assert follower is not None
+    await follower.wait_for(lambda f: f.generation == 1, timeout=5)
+    assert set(fleet.polled("ns", "va", time.monotonic())) == {"va-6d5f-x2"}
+    assert fleet.channel("ns", "pol").rollout(time.monotonic()) == (0, 0)  # not a session process
+    await follower.aclose()
+    assert presence_follower(None, env) is None
 
 
 async def test_survives_the_operator_being_away(served: tuple[Fleet, str]) -> None:
@@ -129,6 +153,9 @@ def test_target_from_env() -> None:
     assert target.voiceagent == "tasks" and target.token_file == "/etc/voicefleet-fleet/token"
     assert target.endpoint() == "http://op:8089/v1/fleet/prod/pol"
     assert target.agent.startswith("p-1-")
+    assert target.pod == "p-1" and not target.presence
+    presence = target_from_env("pol", env, presence=True)
+    assert presence is not None and presence.presence
     assert target_from_env(None, env) is None
     assert target_from_env("pol", {}) is None
     assert process_follower(None, {}) is None

@@ -6,11 +6,13 @@ is enough to check dispatch naming, the metrics endpoint and SIGTERM handling.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import pytest
 from agent_testkit import free_port, make_config, poll, wait_for_http
 
 from voicefleet_agent import contract
+from voicefleet_operator.fleet import Fleet
 
 STARTUP_TIMEOUT = 60.0
 
@@ -94,3 +97,44 @@ def test_worker_that_cannot_reach_livekit_is_alive_not_ready_and_gives_up_non_ze
     assert proc.wait(timeout=120) == contract.EXIT_GAVE_UP
     log = (tmp_path / "worker.log").read_text()
     assert "giving up: could not connect and register with LiveKit at ws://127.0.0.1:" in log, log[-3000:]
+
+
+async def test_an_idle_worker_polls_the_fleet_channel_for_its_pod(tmp_path: Path) -> None:
+    """The worker process itself, with no session, tells the operator that its pod reaches the fleet channel."""
+    fleet = Fleet()
+    fleet.admit("ns", "tasks", "default", "fleet-token")
+    channel = fleet.channel("ns", "default")
+    channel.publish(1, {"stt": "deepgram"})
+    runner = await fleet.serve("127.0.0.1", 0)
+    config = tmp_path / "agent.json"
+    config.write_text(make_config(turn_detection="vad", idle_processes=0, policy_name="default").to_json())
+    token = tmp_path / "token"
+    token.write_text("fleet-token")
+    env = {
+        **os.environ,
+        contract.ENV_CONFIG_PATH: str(config),
+        contract.ENV_LIVEKIT_URL: f"ws://127.0.0.1:{free_port()}",  # no LiveKit: no session will ever run
+        contract.ENV_LIVEKIT_API_KEY: "devkey",
+        contract.ENV_LIVEKIT_API_SECRET: "secret",
+        contract.ENV_PROMETHEUS_MULTIPROC_DIR: str(tmp_path / "prometheus"),
+        contract.ENV_WORKER_PORT: str(free_port()),
+        contract.ENV_METRICS_PORT: str(free_port()),
+        contract.ENV_FLEET_URL: f"http://127.0.0.1:{runner.addresses[0][1]}",
+        contract.ENV_POD_NAME: "tasks-6d5f-x2",
+        contract.ENV_POD_NAMESPACE: "ns",
+        contract.ENV_VOICEAGENT: "tasks",
+        contract.ENV_FLEET_TOKEN_FILE: str(token),
+    }
+    with (tmp_path / "worker.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "voicefleet_agent", "start"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while "tasks-6d5f-x2" not in fleet.polled("ns", "tasks", time.monotonic()):
+                assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+                await asyncio.sleep(0.2)
+        assert channel.rollout(time.monotonic()) == (0, 0)  # a presence poll: no session process counted
+    finally:
+        proc.kill()
+        proc.wait()
+        await runner.cleanup()

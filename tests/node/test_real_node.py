@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from testground import clusternet, host, tinyimages
-from testground.operator import OperatorProcess, wait_for
+from testground import clusternet, host, images, tinyimages
+from testground.node import NODE_LABEL
+from testground.operator import Namespace, OperatorProcess, load_examples, wait_for
 from testground.pytest_plugin import NodeGround
 
 pytestmark = pytest.mark.integration
@@ -194,3 +195,70 @@ def test_pod_reaches_the_operators_fleet_channel_on_the_pod_gateway(
         assert answer.stdout.strip() == "ok"
     finally:
         operator.stop()
+
+
+def _agent_docs(node_ground: NodeGround) -> list[dict[str, Any]]:
+    """examples/ as the e2e tier runs them (local agent image, the ground's livekit-server), with one pod."""
+    docs = load_examples(ROOT / "examples")
+    for doc in docs:
+        if doc["kind"] == "VoiceAgent":
+            doc["spec"]["image"] = f"localhost/voicefleet-agent:{images.DEV_TAG}"
+            doc["spec"]["imagePullPolicy"] = "Never"
+            assert node_ground.livekit.pod_url is not None
+            doc["spec"]["livekit"]["url"] = node_ground.livekit.pod_url
+            doc["spec"]["scaling"]["minReplicas"] = 1
+        if doc["kind"] == "Secret" and doc["metadata"]["name"] == "livekit-credentials":
+            doc["stringData"] = {"apiKey": node_ground.livekit.api_key, "apiSecret": node_ground.livekit.api_secret}
+    return docs
+
+
+@pytest.mark.timeout(1200)
+def test_make_run_operator_is_followed_by_real_agent_pods_at_the_pod_gateway_and_a_loopback_url_shows(
+    node_ground: NodeGround, tmp_path: Path
+) -> None:
+    """The operator outside the cluster (`make run`): given a fleet URL on its loopback, real agent pods cannot poll
+    it and the VoiceAgent says so (FleetConnected=False naming the URL); restarted on the pod bridge's gateway
+    (`make run FLEET_LISTEN=10.247.0.1:… FLEET_URL=http://10.247.0.1:…`), the re-rendered pods poll it: True."""
+    cluster = node_ground.cluster
+    images.load(node_ground.node.containerd_socket, images.build(("agent",)))
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    grace = {"VOICEFLEET_FLEET_GRACE_SECONDS": "20"}
+    namespace = "fleet-connected"
+    fleet = Namespace(cluster, namespace)
+    for node in cluster.nodes:  # agent pods on the real node only
+        cluster.kubectl("taint", "node", node, "voicefleet.dev/e2e=kwok:NoSchedule", "--overwrite")
+    cluster.kubectl("taint", "node", node_ground.node.name, f"{NODE_LABEL}-")
+    operator = OperatorProcess(cluster.kubeconfig, tmp_path, env=grace)  # fleet channel on 127.0.0.1
+    try:
+        operator.start()
+        cluster.kubectl("create", "namespace", namespace)
+        assert fleet.apply(*_agent_docs(node_ground)).returncode == 0
+        cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=300s",
+                        timeout=320)  # fmt: skip
+        cond = fleet.wait_condition("voiceagent", "tasks", "FleetConnected", "False", "PodsNotPolling")
+        assert f"do not poll the fleet channel at {operator.fleet_url} " in cond["message"]
+        operator.stop()
+
+        operator = OperatorProcess(cluster.kubeconfig, tmp_path, env=grace, fleet_address=host.POD_GATEWAY)
+        operator.start()
+        assert operator.fleet_url.startswith(f"http://{host.POD_GATEWAY}:")
+
+        def polling() -> dict[str, Any]:
+            cond = fleet.condition("voiceagent", "tasks", "FleetConnected") or {}
+            return cond if cond.get("status") == "True" and operator.fleet_url in cond["message"] else {}
+
+        cond = wait_for("FleetConnected=True once the re-rendered pods poll the gateway", polling, timeout=420)
+        assert cond["reason"] == "PodsPolling"
+        pods = json.loads(fleet.kubectl("get", "pods", "-o", "json").stdout)["items"]
+        live = [p for p in pods if ready(p) and not p["metadata"].get("deletionTimestamp")]
+        assert live and all(p["spec"]["nodeName"] == node_ground.node.name for p in live)
+        env = {e["name"]: e.get("value") for e in live[0]["spec"]["containers"][0]["env"]}
+        assert env["VOICEFLEET_FLEET_URL"] == operator.fleet_url
+    finally:
+        fleet.dump_status_and_events()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        operator.stop()
+        cluster.kubectl("taint", "node", node_ground.node.name, f"{NODE_LABEL}=true:NoSchedule", "--overwrite")
+        for node in cluster.nodes:
+            cluster.kubectl("taint", "node", node, "voicefleet.dev/e2e-", check=False)

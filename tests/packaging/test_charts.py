@@ -164,7 +164,9 @@ def test_rbac_is_least_privilege() -> None:
     secrets = {verb for group, resource, verb in granted if resource == "secrets"}
     # written: only the fleet-token Secret of each VoiceAgent (a child, server-side applied); never deleted
     assert secrets == {"get", "list", "watch", "create", "patch"}
-    assert not [g for g in granted if g[1] in ("pods", "nodes", "roles", "rolebindings", "clusterroles")]
+    assert not [g for g in granted if g[1] in ("nodes", "roles", "rolebindings", "clusterroles") or "pods/" in g[1]]
+    # pods: only which agent pods are ready (a label-selected watch, for FleetConnected); never read, made or exec'd
+    assert {verb for _, resource, verb in granted if resource == "pods"} == {"list", "watch"}
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in granted
 
 

@@ -177,6 +177,7 @@ ALLOWED = [
     ("patch", "horizontalpodautoscalers.autoscaling", "voice"),
     ("create", "poddisruptionbudgets.policy", "voice"),
     ("create", "events", "voice"),
+    ("watch", "pods", "voice"),  # agent pods, for FleetConnected
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
 ]
 DENIED = [

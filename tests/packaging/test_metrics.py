@@ -288,6 +288,17 @@ def _alert_cases() -> list[dict[str, Any]]:
         {
             "interval": "1m",
             "input_series": [
+                _series("voicefleet_operator_fleet_pods_not_polling", {**ns, **tasks}, "0 0 2x10"),
+                _series("voicefleet_operator_fleet_pods_not_polling", {**ns, "voiceagent": "blip"}, "0 1 0x10"),
+            ],
+            "alert_rule_test": [
+                _alert("VoiceFleetPodsNotPolling", "4m"),  # not yet for 5m
+                _alert("VoiceFleetPodsNotPolling", "9m", {**ns, **tasks}),
+            ],
+        },
+        {
+            "interval": "1m",
+            "input_series": [
                 # 0.6 USD a minute over 5 live calls: 0.12 USD per call-minute; 0.2 over 5: 0.04
                 _series(contract.COST_USD, {**ns, "voiceagent": "dear", "provider": "cartesia"}, "0+0.6x60"),
                 _series(sessions, {**ns, "voiceagent": "dear", "pod": "a"}, "5x60"),

@@ -92,3 +92,50 @@ async def test_polls_without_the_voiceagents_token_are_refused_and_counted() -> 
         await runner.cleanup()
     after = {r: REFUSED.labels(r)._value.get() for r in ("unknown", "token", "policy")}
     assert {r: after[r] - before[r] for r in after} == {"unknown": 2, "token": 2, "policy": 1}
+
+
+async def test_polls_are_kept_per_pod_and_presence_polls_stay_out_of_the_rollout() -> None:
+    fleet = Fleet()
+    fleet.admit("fleet", "tasks", "default", "tok")
+    channel = fleet.channel("fleet", "default")
+    channel.publish(1, {"stt": "deepgram"})
+    runner = await fleet.serve("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}{FLEET_PATH}/fleet/default"
+    base = {"generation": "0", "wait": "0", "voiceagent": "tasks"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            session = {**base, "agent": "pod-a-7", "pod": "pod-a"}
+            presence = {**base, "agent": "pod-b-1", "pod": "pod-b", "presence": "1", "errors": "deepgram:1"}
+            for params in (session, presence):
+                async with http.get(url, params=params, headers=AUTH) as r:
+                    assert r.status == 200
+            async with http.get(url, params={**base, "agent": "c", "pod": "pod-c"}, headers=AUTH2) as r:
+                assert r.status == 403
+    finally:
+        await runner.cleanup()
+    now = time.monotonic()
+    assert set(fleet.polled("fleet", "tasks", now)) == {"pod-a", "pod-b"}
+    assert channel.rollout(now) == (0, 1)  # the session process only
+    assert channel.take_errors(now) == (1, {})
+    assert fleet.refusal_of("fleet", "tasks", now) == "token"
+    assert fleet.refusal_of("fleet", "tasks", now + ACTIVE_WINDOW_S + 1) is None
+    assert fleet.polled("fleet", "tasks", now + ACTIVE_WINDOW_S + 1) == {}
+    assert fleet.members_of("fleet", "default") == ["tasks"]
+    fleet.expel("fleet", "tasks")
+    assert fleet.members_of("fleet", "default") == [] and fleet.refusal_of("fleet", "tasks", now) is None
+
+
+async def test_refused_polls_of_strangers_are_not_kept() -> None:
+    fleet = Fleet()
+    fleet.channel("fleet", "default").publish(1, {"stt": "deepgram"})
+    runner = await fleet.serve("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}{FLEET_PATH}/fleet/default"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in range(3):
+                params = {"agent": "x", "voiceagent": f"stranger-{i}", "pod": "p"}
+                async with http.get(url, params=params, headers=AUTH) as r:
+                    assert r.status == 403
+    finally:
+        await runner.cleanup()
+    assert fleet.refused == {} and fleet.pods == {}

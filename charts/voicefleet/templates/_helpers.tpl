@@ -127,6 +127,10 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
+  resources: [pods]
+  # which agent pods are ready, for FleetConnected (label-selected: agent pods only)
+  verbs: [list, watch]
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end }}
