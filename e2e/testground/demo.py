@@ -1,9 +1,11 @@
-"""`make demo`: a scripted tour of voicefleet on a real local control plane and livekit-server.
+"""`make demo`: a scripted tour of voicefleet running as pods on a real local Kubernetes node.
 
-Brings up the test ground in a private folder, installs the CRDs, starts the operator, applies examples/, waits for
-Ready, shows the fleet, edits it and shows the fleet follow; then runs the real agent worker locally against the
-offline providers (no API keys) on the same livekit-server and talks to it, then calls it on the phone (livekit-sip
-on a veth, a pjsua2 caller in its own network namespace); then stops everything it started.
+Brings up the test ground in a private folder with a real kubelet node (containerd, runc, kube-proxy, CoreDNS) next
+to the control plane and livekit-server; installs voicefleet the way docs/install.md says (its own commands: `make
+images`, `helm install` of both charts with the offline providers and the tasks server, `examples/` unmodified);
+shows the agent pods on the node; talks to the fleet through a real room and shows which pod answered; edits the
+fleet and flips its STT with the on-call override; calls it on the phone (livekit-sip on a veth, a pjsua2 caller in
+its own network namespace, the trunk made by the operator's pod); then stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,15 +19,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from phonecall.demo import call_once
+from phonecall import Phone, transcribe
+from testground import docrun, install
 from testground.ground import down, up
 from testground.kube import Cluster
 from testground.livekit import LiveKit
-from testground.operator import OperatorProcess, wait_for
-from voiceroom import Caller, LiveKitCredentials, VoiceStack
+from testground.operator import wait_for
+from testground.pytest_plugin import NodeGround
+from testground.sip import SipStack
+from voicefleet_agent.session import caller_token
+from voicefleet_agent.tasks_client import TasksClient
+from voiceroom import Caller, LiveKitCredentials
 
-ROOT = Path(__file__).resolve().parents[2]
-NS = "demo"
+NS = install.FLEET_NS
+AGENT_NAME = "task-manager"  # examples/20-voiceagent.yaml
+REQUEST = "Add buy milk to my tasks"
+NUMBER, USERNAME, PASSWORD = "+15550100300", "demo-trunk", "demo-pass-word"
+SLOW = 240.0  # a first turn on a loaded 2-core machine gets a long wait, not a failure
 
 
 def step(text: str) -> None:
@@ -41,54 +51,48 @@ def field(cluster: Cluster, kind: str, name: str, path: str) -> str:
     return str(cluster.kubectl("-n", NS, "get", kind, name, "-o", f"jsonpath={path}").stdout)
 
 
+def show_step(doc_step: docrun.Step) -> None:
+    if doc_step.script.strip():
+        first = doc_step.script.strip().splitlines()
+        more = f"   (+{len(first) - 3} more lines)" if len(first) > 3 else ""
+        print(f"# docs/install.md, {doc_step.heading}\n" + "\n".join(f"$ {line}" for line in first[:3]) + more,
+              flush=True)  # fmt: skip
+
+
 def run(root: Path) -> None:
-    step("Starting the local components: etcd, kube-apiserver, controller-manager, scheduler, kwok, redis, livekit")
+    step("Starting the local components: etcd, kube-apiserver, controller-manager, scheduler, kwok, redis, livekit,"
+         " and a real kubelet node (containerd, runc, kube-proxy, CoreDNS)")  # fmt: skip
     started = time.monotonic()
-    ground = up(root)
-    assert ground.cluster is not None and ground.livekit is not None
+    ground = up(root, real_node=True)
+    assert ground.cluster is not None and ground.livekit is not None and ground.node is not None
     cluster = ground.cluster
+    on_node = NodeGround(ground.cluster, ground.livekit, ground.node)
     print(f"ready in {time.monotonic() - started:.1f}s: kubernetes {cluster.server}, livekit {ground.livekit.url}")
-    print(cluster.kubectl("get", "nodes").stdout.rstrip())
+    print(cluster.kubectl("get", "nodes", "-L", "type").stdout.rstrip())
 
-    step("Installing the CRDs generated from the pydantic models (crds/)")
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    print(cluster.kubectl("get", "crd", "-l", "!kubernetes.io/bootstrapping").stdout.rstrip())
+    step("Installing voicefleet as docs/install.md says (its own commands, run in order)")
+    started = time.monotonic()
+    install.install_as_documented(on_node, show=show_step)
+    print(f"installed and va/tasks Ready in {time.monotonic() - started:.1f}s")
+    print(cluster.kubectl("-n", install.OPERATOR_NS, "get", "pods", "-o", "wide").stdout.rstrip())
+    show(cluster, "get", "voiceagents,providerpolicies")
+    show(cluster, "get", "pods", "-o", "wide")
 
-    step("Starting the operator: python -m voicefleet_operator")
-    operator = OperatorProcess(cluster.kubeconfig, cluster.logs_dir)
-    operator.start()
-    try:
-        print(f"live; log in {operator.log_path}")
-        tour(cluster)
-    finally:
-        operator.stop()
-    talk(root, ground.livekit)
+    talk(ground.livekit, cluster)
+    tour(cluster)
+    phone(root, ground.livekit, cluster)
 
 
 def tour(cluster: Cluster) -> None:
-    step("Applying examples/: Secrets, a ProviderPolicy and a VoiceAgent")
-    cluster.kubectl("create", "namespace", NS)
-    print(cluster.kubectl("-n", NS, "apply", "-f", str(ROOT / "examples")).stdout.rstrip())
-    applied = time.monotonic()
-    cluster.kubectl("-n", NS, "wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=180s")
-    print(f"VoiceAgent tasks is Ready {time.monotonic() - applied:.1f}s after kubectl apply")
-    show(cluster, "get", "voiceagents,providerpolicies")
-    show(cluster, "get", "deployment,hpa,pdb,service,configmap,serviceaccount,pods", "-l",
-         "app.kubernetes.io/instance=tasks")  # fmt: skip
-
-    step("Editing the fleet: minReplicas 2 → 3 and new instructions")
-    patch = {"spec": {"scaling": {"minReplicas": 3}, "pipeline": {"instructions": "Be brief and cheerful."}}}
-    show(cluster, "patch", "voiceagent", "tasks", "--type=merge", "-p", json.dumps(patch))
+    step("Editing the fleet: minReplicas 2 → 3")
+    show(cluster, "patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec": {"scaling": {"minReplicas": 3}}}')
     wait_for("the HPA to take the new minimum",
              lambda: field(cluster, "hpa", "tasks", "{.spec.minReplicas}") == "3")  # fmt: skip
-    cluster.kubectl("-n", NS, "rollout", "status", "deployment/tasks", "--timeout=180s")
-    wait_for("3 ready agent pods", lambda: field(cluster, "voiceagent", "tasks", "{.status.readyReplicas}") == "3")
-    cluster.kubectl("-n", NS, "wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=180s")
-    show(cluster, "get", "deployment,hpa", "-l", "app.kubernetes.io/instance=tasks")
-    show(cluster, "get", "voiceagent", "tasks")
+    wait_for("3 ready agent pods", lambda: field(cluster, "voiceagent", "tasks", "{.status.readyReplicas}") == "3",
+             timeout=SLOW)  # fmt: skip
+    show(cluster, "get", "pods", "-o", "wide")
 
-    step("On-call override: pin STT to self-hosted Whisper in the ProviderPolicy")
+    step("On-call override: pin STT to self-hosted Whisper in the ProviderPolicy (pods follow, no restart)")
     override = {"spec": {"override": {"stt": "whisper", "reason": "demo: Deepgram incident"}}}
     show(cluster, "patch", "providerpolicy", "default", "--type=merge", "-p", json.dumps(override))
     wait_for("the fleet to report whisper",
@@ -97,9 +101,8 @@ def tour(cluster: Cluster) -> None:
 
     step("Deleting a child by hand: the operator restores it")
     show(cluster, "delete", "hpa", "tasks")
-    wait_for(
-        "the HPA to come back", lambda: cluster.kubectl("-n", NS, "get", "hpa", "tasks", check=False).returncode == 0
-    )
+    wait_for("the HPA to come back",
+             lambda: cluster.kubectl("-n", NS, "get", "hpa", "tasks", check=False).returncode == 0)  # fmt: skip
     show(cluster, "get", "hpa", "tasks")
 
     step("Status conditions")
@@ -107,48 +110,95 @@ def tour(cluster: Cluster) -> None:
          'jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\\n"}{end}')  # fmt: skip
 
 
-REQUEST = "Add buy milk to my tasks"
+def answering_pod(cluster: Cluster, room: str) -> str:
+    """The agent pod whose log shows a job for `room` (a name, or a prefix ending without the closing quote)."""
+    for pod in install.agent_pods(cluster):
+        name = pod["metadata"]["name"]
+        for line in cluster.kubectl("-n", NS, "logs", name).stdout.splitlines():
+            if '"received job request"' in line and f'"room": "{room}' in line:
+                return str(name)
+    return "?"
 
 
-def talk(root: Path, livekit: LiveKit) -> None:
-    step("Talking to the agent: the real worker on this livekit-server, offline providers, no API keys")
-    started = time.monotonic()
-    with VoiceStack(root / "voice", LiveKitCredentials.of(livekit)) as stack:
-        print(f"worker registered in {time.monotonic() - started:.1f}s (python -m voicefleet_agent start; "
-              f"Deepgram-, OpenAI- and Cartesia-compatible servers on loopback; logs in {stack.logs_dir})")  # fmt: skip
-        heard, answer, v2v = asyncio.run(converse(stack))
-        print(f'caller said:       "{REQUEST}" (espeak-ng, on a microphone track)')
-        print(f'agent heard:       "{heard}" (Whisper tiny.en)')
-        print(f'agent answered:    "{answer}" ({v2v * 1000:.0f} ms after the caller stopped talking)')
-        print(f"tasks in SQLite:   {[(t.id, t.title, t.due, t.done) for t in stack.store.list_tasks()]}")
-        step("Calling the agent on the phone: a SIP caller (pjsua2) → livekit-sip → the same worker")
-        call_once(root, livekit, stack)
+def talk(livekit: LiveKit, cluster: Cluster) -> None:
+    step("Talking to the fleet through a real room: the host dispatches task-manager, an agent pod answers")
+    identity = f"demo-{secrets.token_hex(3)}"
+    room = f"demo-{secrets.token_hex(3)}"
+    heard, answer, v2v = asyncio.run(converse(LiveKitCredentials.of(livekit), room, identity))
+    print(f'caller said:       "{REQUEST}" (espeak-ng, on a microphone track)')
+    print(f'agent heard:       "{heard}" (the offline Deepgram: Whisper tiny.en, in the voicefleet-offline pod)')
+    print(f'agent answered:    "{answer}" ({v2v * 1000:.0f} ms after the caller stopped talking)')
+    print(f"answered by pod:   {answering_pod(cluster, room + chr(34))}")
+    print(f"caller's tasks:    {asyncio.run(tasks_of(cluster, f'participant:{identity}'))} "
+          "(the voicefleet-tasks pod, read over MCP with a token for the caller)")  # fmt: skip
 
 
-async def converse(stack: VoiceStack) -> tuple[str, str, float]:
-    async with Caller(stack.livekit, f"demo-{secrets.token_hex(3)}") as caller:
-        await caller.dispatch(stack.agent_name)
-        await caller.greeting()
-        turn = await caller.turn(REQUEST)
-        heard = await caller.wait_transcript("user", after=turn.utterance.started_at)
-        answer = await caller.wait_transcript("agent", after=turn.utterance.ended_at)
-        wait_for("the task in SQLite", lambda: bool(stack.store.list_tasks()))
+async def converse(livekit: LiveKitCredentials, room: str, identity: str) -> tuple[str, str, float]:
+    async with Caller(livekit, room, identity) as caller:
+        await caller.dispatch(AGENT_NAME)
+        await caller.greeting(timeout=SLOW)
+        turn = await caller.turn(REQUEST, timeout=SLOW)
+        heard = await caller.wait_transcript("user", after=turn.utterance.started_at, timeout=SLOW)
+        answer = await caller.wait_transcript("agent", after=turn.utterance.ended_at, timeout=SLOW)
         return heard.text, answer.text, turn.voice_to_voice
+
+
+async def tasks_of(cluster: Cluster, owner: str) -> list[str]:
+    key = install.tasks_token_key(cluster).encode()
+    url = f"http://{install.component_pod_ip(cluster, 'tasks')}:8800/mcp"
+    client = TasksClient(url, token=caller_token(owner, key, session_id="demo", now=time.time()))
+    try:
+        return [t.title for t in await client.list_tasks()]
+    finally:
+        await client.aclose()
+
+
+def phone(root: Path, livekit: LiveKit, cluster: Cluster) -> None:
+    step("Calling the fleet on the phone: pjsua2 → livekit-sip → the trunk the operator's pod made → an agent pod")
+    sip_stack = SipStack(root / "sip", livekit=livekit)
+    sip = sip_stack.start()
+    try:
+        print(f"livekit-sip v1.8.0 on {sip.address} (veth); the caller dials from {sip.caller_ip} "
+              f"(network namespace {sip.netns})")  # fmt: skip
+        cluster.kubectl("-n", NS, "create", "secret", "generic", "sip-auth",
+                        f"--from-literal=username={USERNAME}", f"--from-literal=password={PASSWORD}")  # fmt: skip
+        channel = {"numbers": [NUMBER], "allowedAddresses": [f"{sip.caller_ip}/32"], "roomPrefix": "call-",
+                   "authSecretRef": {"name": "sip-auth"}, "ringingTimeoutSeconds": 120}  # fmt: skip
+        show(cluster, "patch", "voiceagent", "tasks", "--type=merge", "-p",
+             json.dumps({"spec": {"channels": {"phone": channel}}}))  # fmt: skip
+        cluster.kubectl("-n", NS, "wait", "--for=condition=PhoneReady", "voiceagent/tasks", "--timeout=120s",
+                        timeout=130)  # fmt: skip
+        print(f"PhoneReady: {field(cluster, 'voiceagent', 'tasks', '{.status.phone}')}")
+        call = Phone(sip, root / "calls").call(NUMBER, username=USERNAME, password=PASSWORD, say=REQUEST,
+                                                timeout=SLOW)  # fmt: skip
+        print(f"SIP status:        {call.status} {call.reason} (codec {call.codec})")
+        if not call.answered or call.recording is None or call.first_audio is None:
+            raise RuntimeError(f"the phone call was not answered: {call.describe()}")
+        greeting = transcribe(call.recording, call.segment(call.first_audio, call.greeting_end))
+        print(f'caller heard:      "{greeting}" ({call.first_audio * 1000:.0f} ms after the INVITE; Whisper)')
+        print(f'caller said:       "{REQUEST}" (espeak-ng, as RTP from pjsua2)')
+        if call.reply_start is not None:
+            reply = transcribe(call.recording, call.segment(call.reply_start, call.reply_end))
+            print(f'agent answered:    "{reply}"')
+        print(f"answered by pod:   {answering_pod(cluster, 'call-')}")
+    finally:
+        sip_stack.stop()
 
 
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="voicefleet-demo-"))
+    started = time.monotonic()
     try:
         run(root)
     except BaseException as error:
-        print(f"\ndemo failed: {error}\nlogs kept in {root / 'logs'}", file=sys.stderr)
+        print(f"\ndemo failed: {error}\nlogs kept in {root}", file=sys.stderr)
         down(root)
         return 1
-    step("Stopping everything the demo started")
+    step("Stopping everything the demo started (pods, node, control plane; the machine as it was)")
     stopped = down(root)
     print(f"stopped: {', '.join(stopped) or 'nothing'}")
     shutil.rmtree(root, ignore_errors=True)
-    print("\ndemo complete")
+    print(f"\ndemo complete in {time.monotonic() - started:.0f}s")
     return 0
 
 

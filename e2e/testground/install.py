@@ -1,19 +1,95 @@
-"""voicefleet as docs/install.md installs it on a ground with a real node (tests/e2e runs the document's own
-commands, tests/e2e/conftest.py): where the host finds what the chart deployed.
+"""voicefleet installed as docs/install.md says, on a ground with a real node: the document's own shell commands,
+run in order (`testground.docrun`), with `REGISTRY=localhost TAG=dev` (what `make images` tags); `examples/` go in
+as the document says, unmodified. Used by the e2e tier (tests/e2e/conftest.py) and by `make demo`; plus where the
+host finds what the chart deployed.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
+from testground import binaries, docrun, images
 from testground.kube import Cluster
+from testground.node import NODE_LABEL, RealNode
 from testground.operator import wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL_DOC = ROOT / "docs/install.md"
 OPERATOR_NS = "voicefleet"
 RELEASE = "voicefleet"
 FLEET_NS = "voice"
+REGISTRY, TAG = "localhost", images.DEV_TAG
+# what the test ground does not have, and so does not run (docs/install.md says the same)
+SKIPS = (
+    docrun.Skip("podman push", "no registry here"),
+    docrun.Skip("BASE=python:", "the official Python image comes from Docker Hub"),
+    docrun.Skip("metrics.serviceMonitor.enabled=true", "no Prometheus Operator CRDs", block=True),
+    docrun.Skip("prometheus-community/prometheus-adapter", "a chart from a remote repository", block=True),
+    docrun.Skip("$DEEPGRAM_API_KEY", "real provider keys", block=True),
+    docrun.Skip("my-voiceagent.yaml", "the reader's own VoiceAgent", block=True),
+)
+EXAMPLE_IMAGE = "ghcr.io/voicefleet/agent:0.1.0"
+AGENT_PODS = "app.kubernetes.io/name=voicefleet-agent,app.kubernetes.io/instance=tasks"
+
+
+class Ground(Protocol):
+    """A control plane with a real node (testground.pytest_plugin.NodeGround, testground.ground.Ground)."""
+
+    @property
+    def cluster(self) -> Cluster: ...
+    @property
+    def node(self) -> RealNode: ...
+
+
+def documented_steps(node: RealNode) -> list[docrun.Step]:
+    return docrun.plan(
+        INSTALL_DOC.read_text(),
+        SKIPS,
+        {
+            "REGISTRY=registry.example.com/voice": f"REGISTRY={REGISTRY}",
+            "TAG=0.1.0": f"TAG={TAG}",
+            "--address /run/containerd/containerd.sock": f"--address {node.containerd_socket}",
+        },
+    )
+
+
+def install_as_documented(ground: Ground, *, show: Callable[[docrun.Step], None] | None = None) -> None:
+    """docs/install.md, every command the ground can run, ending with examples/ applied and `va/tasks` Ready.
+    `show` sees each step before it runs."""
+    cluster = ground.cluster
+    # pods off the kwok nodes and onto the real node, where the chart and the operator put them without a selector
+    for node in cluster.nodes:
+        cluster.kubectl("taint", "node", node, "voicefleet.dev/e2e=kwok:NoSchedule", "--overwrite")
+    cluster.kubectl("taint", "node", ground.node.name, f"{NODE_LABEL}-", check=False)
+    env = {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{binaries.bin_dir()}:{ROOT / '.venv/bin'}:{os.environ['PATH']}",  # kubectl 1.34 and helm 4
+        "REGISTRY": REGISTRY,
+        "TAG": TAG,
+    }
+    for step in documented_steps(ground.node):
+        if show is not None:
+            show(step)
+        docrun.run(step, cwd=ROOT, env=env, timeout=900)
+
+
+def uninstall(ground: Ground) -> None:
+    """The fleet first, while the operator that holds its finalizers still runs; then the release."""
+    cluster = ground.cluster
+    cluster.kubectl("delete", "namespace", FLEET_NS, "--timeout=180s", timeout=200, check=False)
+    helm = [str(binaries.binary("helm")), "--kubeconfig", str(cluster.kubeconfig)]
+    subprocess.run([*helm, "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait"], timeout=300, check=True)
+
+
+def agent_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    """The example VoiceAgent's pods that are not going away."""
+    return [p for p in pods(cluster, FLEET_NS, AGENT_PODS) if not p["metadata"].get("deletionTimestamp")]
 
 
 def pods(cluster: Cluster, namespace: str, selector: str = "") -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from livekit import api, rtc
 
-from testground.install import FLEET_NS, component_pod_ip, pods, tasks_token_key
+from testground.install import FLEET_NS, agent_pods, component_pod_ip, tasks_token_key
 from testground.kube import Cluster
 from testground.operator import wait_for
 from testground.pytest_plugin import NodeGround
@@ -35,7 +35,6 @@ from voiceroom import Caller, LiveKitCredentials
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 AGENT_NAME = "task-manager"  # examples/20-voiceagent.yaml
-AGENT_PODS = "app.kubernetes.io/name=voicefleet-agent,app.kubernetes.io/instance=tasks"
 POLICY = "default"
 GREETING_TIMEOUT = 180.0  # dispatch → job process → session → first words, on a loaded machine
 TURN_TIMEOUT = 120.0
@@ -66,10 +65,6 @@ def report(what: str, value: str) -> None:
 
 def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-def agent_pods(cluster: Cluster) -> list[dict[str, Any]]:
-    return [p for p in pods(cluster, FLEET_NS, AGENT_PODS) if not p["metadata"].get("deletionTimestamp")]
 
 
 def restarts(cluster: Cluster) -> dict[str, int]:
