@@ -34,6 +34,7 @@ SKIPS = (
     docrun.Skip("prometheus-community/prometheus-adapter", "a chart from a remote repository", block=True),
     docrun.Skip("$DEEPGRAM_API_KEY", "real provider keys", block=True),
     docrun.Skip("my-voiceagent.yaml", "the reader's own VoiceAgent", block=True),
+    docrun.Skip("make run FLEET_LISTEN", "the operator outside the cluster; here it runs in its pod", block=True),
 )
 EXAMPLE_IMAGE = "ghcr.io/voicefleet/agent:0.1.0"
 AGENT_PODS = "app.kubernetes.io/name=voicefleet-agent,app.kubernetes.io/instance=tasks"
