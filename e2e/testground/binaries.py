@@ -17,6 +17,7 @@ K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "
 LIVEKIT_BINARIES = ("livekit-server",)
 SIP_BINARIES = ("livekit-sip",)
 NODE_BINARIES = ("kubelet", "pause")
+METRICS_BINARIES = ("prometheus-adapter",)
 BUILD_COMPONENTS = {
     "kube-apiserver": "k8s",
     "kube-controller-manager": "k8s",
@@ -28,6 +29,7 @@ BUILD_COMPONENTS = {
     "livekit-sip": "sip",
     "kubelet": "kubelet",
     "pause": "kubelet",
+    "prometheus-adapter": "adapter",
 }
 
 
