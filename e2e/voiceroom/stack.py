@@ -258,24 +258,37 @@ class VoiceStack:
         if self.configure is not None:
             config = self.configure(config)
         self.config = config
-        config_path = self.root / "agent.json"
-        config_path.write_text(config.to_json())
+        (self.root / "agent.json").write_text(config.to_json())
         self.worker_port, self.metrics_port = free_port(), free_port()
-        prometheus_dir = self.root / "prometheus"
+        self.worker = self._spawn_worker("worker", self.worker_port, self.metrics_port, timeout)
+
+    def _spawn_worker(self, name: str, worker_port: int, metrics_port: int, timeout: float) -> Process:
+        prometheus_dir = self.root / f"{name}-prometheus"
         prometheus_dir.mkdir(exist_ok=True)
         env = {
             **self.offline_env,
             **self.livekit.env(),
-            contract.ENV_CONFIG_PATH: str(config_path),
+            contract.ENV_CONFIG_PATH: str(self.root / "agent.json"),
             contract.ENV_PROMETHEUS_MULTIPROC_DIR: str(prometheus_dir),
-            contract.ENV_WORKER_PORT: str(self.worker_port),
-            contract.ENV_METRICS_PORT: str(self.metrics_port),
+            contract.ENV_WORKER_PORT: str(worker_port),
+            contract.ENV_METRICS_PORT: str(metrics_port),
             contract.ENV_TASKS_TOKEN_KEY: self.token_key,
             contract.ENV_LOOP_CPU_WARN_MS: str(LOOP_CPU_WARN_MS),
             "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": str(LOOP_CPU_WARN_MS),
         }
-        self.worker = self.supervisor.spawn("worker", [sys.executable, "-m", "voicefleet_agent", "start"], env=env)
-        self.worker.wait_ready(self.registered, timeout, "registered with livekit-server")
+        worker = self.supervisor.spawn(name, [sys.executable, "-m", "voicefleet_agent", "start"], env=env)
+        worker.wait_ready(
+            lambda: "registered worker" in worker.log.read_text(errors="replace"),
+            timeout,
+            "registered with livekit-server",
+        )
+        return worker
+
+    def add_worker(self, name: str, timeout: float = STARTUP_TIMEOUT) -> int:
+        """Another worker of the same agent and config, as a second pod would be; returns its worker port."""
+        worker_port = free_port()
+        self._spawn_worker(name, worker_port, free_port(), timeout)
+        return worker_port
 
     # -- the worker ---------------------------------------------------------------------------------------
 
@@ -318,9 +331,9 @@ class VoiceStack:
             if LOOP_BLOCKED in str(r.get("message", ""))
         ]
 
-    def worker_status(self) -> dict[str, Any]:
-        """The worker's ``GET /worker``: agent_name, worker_load, active_jobs, ..."""
-        return _get_json(f"http://127.0.0.1:{self.worker_port}/worker")
+    def worker_status(self, port: int | None = None) -> dict[str, Any]:
+        """The worker's ``GET /worker`` (another worker's, given its port): agent_name, worker_load, active_jobs…"""
+        return _get_json(f"http://127.0.0.1:{port or self.worker_port}/worker")
 
     def worker_memory(self) -> Memory:
         """PSS/RSS of the worker's whole process tree (main process, forkserver, job processes)."""

@@ -165,6 +165,7 @@ def agent_config(inputs: Inputs) -> contract.AgentConfig:
         mcp_servers=tuple(contract.McpServerConfig(name=s.name, url=s.url) for s in spec.tools.mcp_servers),
         filler_after_ms=pipeline.filler_after_ms,
         drain_timeout_seconds=spec.drain.grace_period_seconds,
+        max_sessions=spec.scaling.max_sessions_per_pod,
         policy_name=inputs.policy.metadata.get("name") if inputs.policy else None,
     )
 

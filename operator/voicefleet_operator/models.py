@@ -393,6 +393,15 @@ class ScalingSpec(Model):
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Lowest replica count.")
     max_replicas: int = Field(default=10, ge=1, le=1000, description="Highest replica count.")
     target_sessions_per_pod: int = Field(default=4, ge=1, le=200, description="Average active sessions per pod.")
+    # No default: a default would change every existing agent's rendered config (a rollout on operator upgrade) and
+    # refuse specs whose targetSessionsPerPod is above it; a pod's capacity depends on its pipeline, not on us.
+    max_sessions_per_pod: int | None = Field(
+        default=None,
+        ge=1,
+        le=200,
+        description="Sessions at which a pod reports itself full to LiveKit, which then sends the next session to "
+        "another pod. Unset: LiveKit's CPU-based load decides.",
+    )
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600, description="Window before scaling down.")
     autoscaler: Literal["HPA", "External"] = Field(
         default="HPA",
@@ -400,7 +409,14 @@ class ScalingSpec(Model):
         "autoscaler such as KEDA (the operator deletes the HPA it made before).",
     )
 
-    cel_rules = (cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),)
+    cel_rules = (
+        cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+        cel(
+            "!has(self.maxSessionsPerPod) || self.targetSessionsPerPod <= self.maxSessionsPerPod",
+            "targetSessionsPerPod must be <= maxSessionsPerPod: a pod cannot average more sessions than it takes",
+            ".targetSessionsPerPod",
+        ),
+    )
 
 
 class DrainSpec(Model):

@@ -93,6 +93,38 @@ def test_edits_are_followed_and_hpa_replicas_are_left_alone(ns: Namespace) -> No
     assert "voicefleet-operator" not in owners, owners
 
 
+def agent_json(ns: Namespace) -> dict[str, Any]:
+    config_map = ns.get("configmap", "tasks-config") or {}
+    loaded: dict[str, Any] = json.loads(config_map.get("data", {}).get("agent.json", "{}"))
+    return loaded
+
+
+def test_max_sessions_per_pod_is_the_capacity_each_agent_pod_reports_and_an_edit_rolls_the_pods(
+    ns: Namespace,
+) -> None:
+    assert ns.apply(*examples()).returncode == 0
+    ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
+    assert agent_json(ns)["maxSessions"] == example("VoiceAgent")["spec"]["scaling"]["maxSessionsPerPod"]
+    old_hash = (ns.get("deployment", "tasks") or {})["spec"]["template"]["metadata"]["annotations"][
+        "voicefleet.io/config-hash"
+    ]
+    patch = {"spec": {"scaling": {"targetSessionsPerPod": 1, "maxSessionsPerPod": 1}}}
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", json.dumps(patch))
+    wait_for("maxSessions follows the spec", lambda: agent_json(ns).get("maxSessions") == 1)
+    wait_for(
+        "the pods roll to the new capacity",
+        lambda: (
+            (ns.get("deployment", "tasks") or {})["spec"]["template"]["metadata"]["annotations"][
+                "voicefleet.io/config-hash"
+            ]
+            != old_hash
+        ),
+    )
+    unset = {"spec": {"scaling": {"maxSessionsPerPod": None}}}
+    ns.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", json.dumps(unset))
+    wait_for("unset: LiveKit's CPU-based load again", lambda: "maxSessions" not in agent_json(ns))
+
+
 def test_deleted_and_edited_children_are_restored(ns: Namespace) -> None:
     assert ns.apply(*examples()).returncode == 0
     ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
@@ -130,6 +162,12 @@ ADMISSION_CASES = [
     ({"channels": {"phone": {"numbers": ["+15550100"]}}}, "spec.channels.phone", "toll fraud"),
     ({"agentName": "Not_A_Name"}, "spec.agentName", "should match"),
     ({"scaling": {"targetSessionsPerPod": 0}}, "spec.scaling.targetSessionsPerPod", "should be greater than or equal"),
+    (
+        {"scaling": {"targetSessionsPerPod": 5, "maxSessionsPerPod": 4}},
+        "spec.scaling.targetSessionsPerPod",
+        "targetSessionsPerPod must be <= maxSessionsPerPod",
+    ),
+    ({"scaling": {"maxSessionsPerPod": 0}}, "spec.scaling.maxSessionsPerPod", "should be greater than or equal"),
 ]
 
 

@@ -229,6 +229,16 @@ def test_prometheus_adapter_serves_the_metric_the_operator_hpa_asks_for() -> Non
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
 
 
+def test_the_adapter_rules_land_where_the_install_guide_runs_prometheus_adapter() -> None:
+    guide = (ROOT / "docs" / "install.md").read_text()
+    adapter_ns = re.search(r"helm install prometheus-adapter \S+ -n (\S+)", guide)
+    chart_ns = re.search(r"--set prometheusAdapter\.namespace=(\S+)", guide)
+    assert adapter_ns and chart_ns and adapter_ns.group(1) == chart_ns.group(1), "install.md: adapter vs rules"
+    rendered = render(OPERATOR_CHART, sets=(f"prometheusAdapter.namespace={adapter_ns.group(1)}",))
+    (config_map,) = [c for c in by_kind(rendered, "ConfigMap") if c["metadata"]["name"].endswith("-adapter")]
+    assert config_map["metadata"]["namespace"] == adapter_ns.group(1) != RELEASE_NAMESPACE
+
+
 def _operator_hpa() -> dict[str, Any]:
     from voicefleet_operator.models import VoiceAgent
 

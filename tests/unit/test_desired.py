@@ -107,6 +107,18 @@ def test_deployment_leaves_replicas_to_the_hpa_and_drains_longer_than_the_drain_
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 900
 
 
+def test_max_sessions_per_pod_reaches_the_agent_config_and_rolls_the_pods() -> None:
+    scaling = {"minReplicas": 2, "maxReplicas": 20, "targetSessionsPerPod": 2}
+    unset = desired.render(desired.Inputs(agent=example_agent(scaling=scaling), secret_versions=SECRETS))
+    capped = desired.render(
+        desired.Inputs(agent=example_agent(scaling={**scaling, "maxSessionsPerPod": 3}), secret_versions=SECRETS)
+    )
+    assert unset.config.max_sessions is None and '"maxSessions"' not in unset.config.to_json()
+    assert capped.config.max_sessions == 3
+    assert contract.AgentConfig.from_json(capped.config.to_json()).max_sessions == 3
+    assert capped.config_hash != unset.config_hash
+
+
 def test_config_change_changes_the_pod_template_hash_but_secret_rotation_too() -> None:
     base = desired.Inputs(agent=example_agent(), policy=example_policy(), secret_versions=SECRETS)
     annotations = deployment(base)["spec"]["template"]["metadata"]["annotations"]
