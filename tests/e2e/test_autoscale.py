@@ -1,76 +1,31 @@
-"""The metrics loop the HPAs scale on, for real: agent pods on the real node → Prometheus (kubernetes_sd) →
-prometheus-adapter with the chart's rules → custom.metrics.k8s.io → the VoiceAgent's HPA (testground.metrics)."""
+"""The metrics loop the HPAs scale on, for real: agent pods on the real node → Prometheus (file_sd from their
+Endpoints) → prometheus-adapter with the chart's rules → custom.metrics.k8s.io → the VoiceAgent's HPA
+(testground.metrics)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from testground import binaries, images
 from testground.metrics import Metrics, custom_metric_path
-from testground.node import NODE_LABEL, NODE_SELECTOR, TOLERATION
 from testground.operator import wait_for
 from testground.pytest_plugin import NodeGround
 from voicefleet_agent import contract
 
-pytestmark = pytest.mark.integration
+# the first test may pay for the ground and the install (package-scoped)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
-ROOT = Path(__file__).resolve().parents[2]
-OPERATOR_NS = "voicefleet"
 FLEET_NS = "voice"
 AGENT = "tasks"
 
 
-def helm(ground: NodeGround, *args: str) -> str:
-    argv = [str(binaries.binary("helm")), "--kubeconfig", str(ground.cluster.kubeconfig), *args]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
-def fleet(node_ground: NodeGround, node_metrics: Metrics) -> Iterator[NodeGround]:
-    """docs/install.md steps 1-3 on the real node (as tests/e2e/test_install.py does), the examples' agent pods
-    Ready there, with the test ground's metrics loop running."""
-    built = images.build(("operator", "agent"))
-    images.load(node_ground.node.containerd_socket, built)
-    cluster = node_ground.cluster
-    helm(node_ground, "install", "voicefleet-crds", str(ROOT / "charts/voicefleet-crds"), "--wait")
-    values = {
-        "image": {"repository": "localhost/voicefleet-operator", "tag": images.DEV_TAG, "pullPolicy": "Never"},
-        "nodeSelector": NODE_SELECTOR,
-        "tolerations": [TOLERATION],
-    }
-    values_file = node_ground.node.root / "autoscale-values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    helm(node_ground, "install", "voicefleet", str(ROOT / "charts/voicefleet"), "--namespace", OPERATOR_NS,
-         "--create-namespace", "-f", str(values_file))  # fmt: skip
-    for node in cluster.nodes:  # agent pods only on the real node: kwok's pods have no address to scrape
-        cluster.kubectl("taint", "node", node, "voicefleet.dev/e2e=kwok:NoSchedule", "--overwrite")
-    cluster.kubectl("taint", "node", node_ground.node.name, f"{NODE_LABEL}-")
-    docs = [d for f in sorted((ROOT / "examples").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-    for doc in docs:
-        if doc["kind"] == "VoiceAgent":
-            doc["spec"]["image"] = f"localhost/voicefleet-agent:{images.DEV_TAG}"
-            doc["spec"]["imagePullPolicy"] = "Never"
-            assert node_ground.livekit.pod_url is not None
-            doc["spec"]["livekit"]["url"] = node_ground.livekit.pod_url
-        if doc["kind"] == "Secret" and doc["metadata"]["name"] == "livekit-credentials":
-            doc["stringData"] = {"apiKey": node_ground.livekit.api_key, "apiSecret": node_ground.livekit.api_secret}
-    cluster.kubectl("create", "namespace", FLEET_NS)
-    cluster.kubectl("-n", FLEET_NS, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    cluster.kubectl("-n", FLEET_NS, "wait", "--for=condition=Ready", f"voiceagent/{AGENT}", "--timeout=400s",
-                    timeout=420)  # fmt: skip
-    yield node_ground
-    cluster.kubectl("-n", FLEET_NS, "delete", "voiceagent", "--all", "--wait=true", "--timeout=120s", check=False,
-                    timeout=150)  # fmt: skip
-    helm(node_ground, "uninstall", "voicefleet", "--namespace", OPERATOR_NS, "--wait")
+def fleet(installed: NodeGround, node_metrics: Metrics) -> NodeGround:
+    """docs/install.md on the real node (tests/e2e/conftest.py: the examples' agent pods Ready there), with the test
+    ground's metrics loop running."""
+    return installed
 
 
 def agent_pods(ground: NodeGround) -> set[str]:
@@ -102,7 +57,7 @@ def test_the_custom_metrics_api_serves_every_agent_pods_active_sessions_from_pro
     served = wait_for("custom.metrics.k8s.io to serve every agent pod", every_pod, timeout=180)
     assert all(value == "0" for value in served.values()), served  # no call yet: every pod idle
     scraped = {s["metric"]["pod"] for s in node_metrics.query(contract.ACTIVE_SESSIONS)}
-    assert pods <= scraped, (pods, scraped)  # Prometheus found the pods itself (kubernetes_sd) and scraped them
+    assert pods <= scraped, (pods, scraped)  # Prometheus found the pods (from their Endpoints) and scraped them
 
 
 def test_the_voiceagents_hpa_reads_the_active_sessions_metric(fleet: NodeGround) -> None:
