@@ -55,7 +55,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator agent e2e tests hack
 
 typecheck: venv
-	$(VENV)/bin/mypy -p voicefleet_operator -p voicefleet_agent -p voicefleet_tasks -p voicefleet_offline -p testground -p voiceroom -p failover -p phonecall
+	$(VENV)/bin/mypy -p voicefleet_operator -p voicefleet_agent -p voicefleet_tasks -p voicefleet_offline -p testground -p voiceroom -p failover -p phonecall -p voicefleet_browser
 
 unit: venv
 	$(PY) -m pytest tests/unit $(ARGS)
