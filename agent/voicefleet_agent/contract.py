@@ -105,6 +105,9 @@ BROWSER_SECRET_HEADER = "X-Voicefleet-Key"
 ENV_BROWSER_LIVEKIT_PUBLIC_URL = "VOICEFLEET_BROWSER_LIVEKIT_PUBLIC_URL"
 # The identity prefix of browser participants (tasks are kept per identity: each page load is a new caller).
 BROWSER_IDENTITY_PREFIX = "browser-"
+# After a task tool ran, the agent sends the caller's task list as JSON ([{id, title, due, done, ...}]) on a text
+# stream of this topic, so a page can show it (voicefleet_agent.tasklist); also once when the session starts.
+TASKS_TOPIC = "voicefleet.tasks"
 BROWSER_ROOM_PREFIX = "web-"
 
 Modality = Literal["stt", "llm", "tts"]
