@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all venv system-deps bins images crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
+.PHONY: all venv system-deps bins page images crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
 	bench-reconcile bench-scale bench-voice bench-failover bench-phone clean
 
 all: test
@@ -27,10 +27,23 @@ system-deps:
 bins: venv
 	bash e2e/testground/build.sh
 
+# The browser channel's talk page: livekit-client bundled with esbuild (both pinned in web/package-lock.json) into
+# one file served by the token service; rebuilt when its sources or the lock file change, never committed.
+PAGE := agent/voicefleet_browser/static/talk.js
+web/node_modules/.stamp: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+$(PAGE): web/node_modules/.stamp web/talk.js
+	web/node_modules/.bin/esbuild web/talk.js --bundle --minify --format=esm --target=es2020 --log-level=warning \
+		--outfile=$@
+
+page: $(PAGE)
+
 # localhost/voicefleet-{operator,agent,offline}:<content hash> and :dev with podman, no registry; rebuilt only when
 # what goes into an image changed. BASE=python:3.11.7-slim-bookworm for the official base (default: a local
 # mmdebstrap Debian base, cached).
-images: venv system-deps
+images: venv system-deps page
 	$(PY) -m testground.images $(if $(BASE),--base $(BASE)) build
 
 crds: venv
@@ -55,12 +68,12 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator agent e2e tests hack
 
 typecheck: venv
-	$(VENV)/bin/mypy -p voicefleet_operator -p voicefleet_agent -p voicefleet_tasks -p voicefleet_offline -p testground -p voiceroom -p failover -p phonecall
+	$(VENV)/bin/mypy -p voicefleet_operator -p voicefleet_agent -p voicefleet_tasks -p voicefleet_offline -p testground -p voiceroom -p failover -p phonecall -p voicefleet_browser
 
 unit: venv
 	$(PY) -m pytest tests/unit $(ARGS)
 
-test: venv system-deps bins images crds-check lint typecheck
+test: venv system-deps bins page images crds-check lint typecheck
 	$(PY) -m pytest $(ARGS)
 
 demo: venv system-deps bins

@@ -30,6 +30,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/include/stdio.h ] || need+=(libc6-dev)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
+# The browser channel: npm + node bundle the talk page (make page); the talk page test drives Debian's chromium
+# through Playwright (never Playwright's own browser downloads).
+command -v npm >/dev/null || need+=(npm)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[system-deps] installing ${need[*]}" >&2
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -109,6 +109,28 @@ TASKS_TOKEN_TTL_SECONDS = 6 * 3600  # longer than any call
 # The LiveKit SIP participant attribute with the caller's number (the identity of a phone caller).
 SIP_PHONE_NUMBER_ATTRIBUTE = "sip.phoneNumber"
 
+# The browser channel's token service (voicefleet_browser): its own Deployment and Service per VoiceAgent, run from
+# the agent image with this module. It mints LiveKit tokens for a fresh room with an explicit dispatch of the agent
+# and serves the talk page at "/".
+BROWSER_MODULE = "voicefleet_browser"
+BROWSER_PORT = 8080
+BROWSER_TOKEN_PATH = "/api/token"  # LiveKit's standard token endpoint shape: POST → {server_url, participant_token}
+BROWSER_HEALTH_PATH = "/healthz"
+ENV_BROWSER_PORT = "VOICEFLEET_BROWSER_PORT"  # dev/test override of BROWSER_PORT
+ENV_BROWSER_ALLOWED_ORIGINS = "VOICEFLEET_BROWSER_ALLOWED_ORIGINS"  # comma-separated; the page's own always allowed
+ENV_BROWSER_RATE_PER_MINUTE = "VOICEFLEET_BROWSER_RATE_PER_MINUTE"  # tokens per client address per minute
+ENV_BROWSER_TOKEN_TTL_SECONDS = "VOICEFLEET_BROWSER_TOKEN_TTL_SECONDS"
+ENV_BROWSER_SHARED_SECRET = "VOICEFLEET_BROWSER_SHARED_SECRET"  # optional; then requests need BROWSER_SECRET_HEADER
+BROWSER_SECRET_HEADER = "X-Voicefleet-Key"
+# LiveKit's URL as the browser reaches it (the agents' LIVEKIT_URL is often cluster-internal); default LIVEKIT_URL.
+ENV_BROWSER_LIVEKIT_PUBLIC_URL = "VOICEFLEET_BROWSER_LIVEKIT_PUBLIC_URL"
+# The identity prefix of browser participants (tasks are kept per identity: each page load is a new caller).
+BROWSER_IDENTITY_PREFIX = "browser-"
+# After a task tool ran, the agent sends the caller's task list as JSON ([{id, title, due, done, ...}]) on a text
+# stream of this topic, so a page can show it (voicefleet_agent.tasklist); also once when the session starts.
+TASKS_TOPIC = "voicefleet.tasks"
+BROWSER_ROOM_PREFIX = "web-"
+
 Modality = Literal["stt", "llm", "tts"]
 ProviderKind = Literal["deepgram", "whisper", "openai", "cartesia"]
 TurnDetectionMode = Literal["semantic", "vad", "stt"]

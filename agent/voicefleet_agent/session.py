@@ -33,6 +33,7 @@ from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.metrics import SessionRecorder, default_metrics, phone_outcome
 from voicefleet_agent.providers import Pipeline, build_pipeline
 from voicefleet_agent.switching import Switching
+from voicefleet_agent.tasklist import TaskListPublisher
 from voicefleet_agent.tasks_client import TasksClient, close_quietly
 
 log = logging.getLogger(__name__)
@@ -234,3 +235,8 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
         agent=assistant, room=ctx.room, room_options=RoomOptions(participant_identity=participant.identity)
     )
     session.say(GREETING)
+    if tasks is not None and not phone:  # a page can show the list; a phone cannot
+        publisher = TaskListPublisher(ctx.room.local_participant, tasks)
+        session.on("function_tools_executed", publisher.on_tools_executed)
+        ctx.add_shutdown_callback(publisher.aclose)
+        publisher.publish()

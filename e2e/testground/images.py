@@ -357,8 +357,10 @@ class Container:
         env: Mapping[str, str] | None = None,
         mounts: Mapping[str | Path, str] | None = None,
         user: str = "10001:10001",
+        entrypoint: Sequence[str] | None = None,
     ) -> None:
         self.ref = ref
+        self.entrypoint = list(entrypoint) if entrypoint is not None else None  # a pod's `command`
         self.args = list(args)
         self.log = log
         self.env = dict(env or {})
@@ -375,6 +377,8 @@ class Container:
             argv += ["--env", f"{key}={value}"]
         for source, target in self.mounts.items():
             argv += ["--volume", f"{source}:{target}:ro"]
+        if self.entrypoint is not None:
+            argv += ["--entrypoint", json.dumps(self.entrypoint)]
         return [*argv, self.ref, *self.args]
 
     def start(self) -> Container:

@@ -11,6 +11,7 @@ from .stack import (
     tree_memory,
     wait_until,
 )
+from .tokenservice import Reply, TokenService
 
 __all__ = [
     "AGENT_NAME",
@@ -19,6 +20,8 @@ __all__ = [
     "LiveKitCredentials",
     "Memory",
     "OfflineUrls",
+    "Reply",
+    "TokenService",
     "Transcript",
     "Turn",
     "Utterance",

@@ -45,6 +45,7 @@ KINDS = (
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
             {"name": "STT", "type": "string", "jsonPath": ".status.providers.stt"},
+            {"name": "Browser", "type": "string", "jsonPath": ".status.browser.url"},
             _AGE,
         ),
         description="A fleet of LiveKit voice agents reconciled into a Deployment, HPA, PDB and provider config.",

@@ -11,6 +11,7 @@ from typing import Any
 from voicefleet_agent import contract
 from voicefleet_operator.models import (
     API_VERSION,
+    BROWSER_SUFFIX,
     CHILD_SUFFIXES,
     GROUP,
     ActiveProviders,
@@ -73,6 +74,7 @@ class Inputs:
     policy_active: ActiveProviders | None = None  # what the policy's failover decided, from its status
     fleet_url: str | None = None  # the operator's fleet channel, for agents that follow a policy
     fleet_token: str | None = None  # the agent's token on that channel (a keyed digest made by the I/O layer)
+    had_browser: bool = False  # the status shows a browser channel: its objects are to go when it is disabled
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Desired:
     active: ActiveProviders
     objects: list[dict[str, Any]]
     absent: list[tuple[str, str, str]] = field(default_factory=list)  # (apiVersion, kind, name) to delete if ours
+    browser_url: str | None = None  # the talk page inside the cluster, when the browser channel is enabled
 
 
 def names(agent_name: str) -> dict[str, str]:
@@ -171,7 +174,16 @@ def agent_config(inputs: Inputs) -> contract.AgentConfig:
 
 
 def referenced_secrets(agent: VoiceAgent, policy: ProviderPolicy | None) -> set[str]:
-    """Names of the Secrets the agent's pods read."""
+    """Names of the Secrets the VoiceAgent's pods read (agents and the browser token service)."""
+    found = agent_secrets(agent, policy)
+    browser = agent.spec.channels.browser
+    if browser.enabled and browser.secret_ref:
+        found.add(browser.secret_ref.name)
+    return found
+
+
+def agent_secrets(agent: VoiceAgent, policy: ProviderPolicy | None) -> set[str]:
+    """Names of the Secrets the agent pods read: a change to one of them rolls the agents."""
     spec = agent.spec
     found = {spec.livekit.secret_ref.name}
     found.update(e.secret_key_ref.name for e in spec.env if e.secret_key_ref)
@@ -197,6 +209,10 @@ def validate(inputs: Inputs) -> None:
                 )
 
 
+def _secrets_hash(inputs: Inputs, secrets: set[str]) -> str:
+    return _hash(json.dumps(sorted((k, v) for k, v in inputs.secret_versions.items() if k in secrets)))
+
+
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -207,11 +223,11 @@ def controlled_by(body: dict[str, Any], owner_uid: str) -> bool:
     return any(r.get("uid") == owner_uid and r.get("controller") for r in refs)
 
 
-def _meta(agent: VoiceAgent, name: str) -> dict[str, Any]:
+def _meta(agent: VoiceAgent, name: str, object_labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": agent.metadata["namespace"],
-        "labels": labels(agent),
+        "labels": object_labels or labels(agent),
         "ownerReferences": [
             {
                 "apiVersion": API_VERSION,
@@ -277,7 +293,7 @@ def _fleet_secret(inputs: Inputs, name: str) -> dict[str, Any]:
 def _deployment(inputs: Inputs, config: contract.AgentConfig, config_hash: str, name: str) -> dict[str, Any]:
     agent = inputs.agent
     spec = agent.spec
-    secrets_hash = _hash(json.dumps(sorted(inputs.secret_versions.items())))
+    secrets_hash = _secrets_hash(inputs, agent_secrets(agent, inputs.policy))
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
@@ -395,6 +411,118 @@ def _hpa(agent: VoiceAgent, name: str, deployment: str) -> dict[str, Any]:
     }
 
 
+def browser_name(agent_name: str) -> str:
+    return agent_name + BROWSER_SUFFIX
+
+
+def browser_selector_labels(name: str) -> dict[str, str]:
+    # not the agents' selector: the metrics Service, the PDB and the HPA must never count token-service pods
+    return {"app.kubernetes.io/name": "voicefleet-browser", "app.kubernetes.io/instance": name}
+
+
+def browser_url(agent: VoiceAgent) -> str:
+    """The talk page as seen inside the cluster (expose the Service with an Ingress or Gateway for the outside)."""
+    return f"http://{browser_name(agent.metadata['name'])}.{agent.metadata['namespace']}.svc:{contract.BROWSER_PORT}/"
+
+
+def _browser_env(agent: VoiceAgent) -> list[dict[str, Any]]:
+    spec = agent.spec
+    browser = spec.channels.browser
+    creds = spec.livekit.secret_ref
+
+    def from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    env = [
+        {"name": contract.ENV_LIVEKIT_URL, "value": spec.livekit.url},
+        from_secret(contract.ENV_LIVEKIT_API_KEY, creds.name, creds.api_key_key),
+        from_secret(contract.ENV_LIVEKIT_API_SECRET, creds.name, creds.api_secret_key),
+        {"name": contract.ENV_AGENT_NAME, "value": spec.agent_name},
+        {"name": contract.ENV_BROWSER_ALLOWED_ORIGINS, "value": ",".join(browser.allowed_origins)},
+        {"name": contract.ENV_BROWSER_RATE_PER_MINUTE, "value": str(browser.rate_per_minute)},
+        {"name": contract.ENV_BROWSER_TOKEN_TTL_SECONDS, "value": str(browser.token_ttl_seconds)},
+    ]
+    if browser.livekit_url:
+        env.append({"name": contract.ENV_BROWSER_LIVEKIT_PUBLIC_URL, "value": browser.livekit_url})
+    if browser.secret_ref:
+        ref = browser.secret_ref
+        env.append(from_secret(contract.ENV_BROWSER_SHARED_SECRET, ref.name, ref.key))
+    return env
+
+
+def _browser_objects(inputs: Inputs) -> list[dict[str, Any]]:
+    """The token service: one small stateless Deployment from the agent image, and its Service."""
+    agent = inputs.agent
+    spec = agent.spec
+    name = browser_name(agent.metadata["name"])
+    selector = browser_selector_labels(agent.metadata["name"])
+    object_labels = {**labels(agent), **selector, "app.kubernetes.io/component": "browser-channel"}
+    browser = spec.channels.browser
+    secrets = {spec.livekit.secret_ref.name} | ({browser.secret_ref.name} if browser.secret_ref else set())
+
+    def probe(period: int, failures: int) -> dict[str, Any]:
+        return {"httpGet": {"path": contract.BROWSER_HEALTH_PATH, "port": "http"}, "periodSeconds": period,
+                "timeoutSeconds": 3, "failureThreshold": failures}  # fmt: skip
+
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(agent, name, object_labels),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": dict(object_labels),
+                    "annotations": {SECRETS_HASH_ANNOTATION: _secrets_hash(inputs, secrets)},
+                },
+                "spec": {
+                    "serviceAccountName": names(agent.metadata["name"])["ServiceAccount"],
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 10,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "browser",
+                            "image": spec.image,
+                            "imagePullPolicy": spec.image_pull_policy,
+                            "command": ["python", "-m", contract.BROWSER_MODULE],
+                            "env": _browser_env(agent),
+                            "ports": [{"name": "http", "containerPort": contract.BROWSER_PORT, "protocol": "TCP"}],
+                            "readinessProbe": probe(5, 2),
+                            "livenessProbe": probe(10, 3),
+                            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(agent, name, object_labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": contract.BROWSER_PORT, "targetPort": "http"}],
+        },
+    }
+    return [deployment, service]
+
+
 def render(inputs: Inputs) -> Desired:
     """The objects a VoiceAgent owns, in apply order. Raises InvalidSpec."""
     validate(inputs)
@@ -450,6 +578,18 @@ def render(inputs: Inputs) -> Desired:
         objects.insert(len(objects) - 1, _hpa(agent, child["HorizontalPodAutoscaler"], child["Deployment"]))
     else:
         absent.append(("autoscaling/v2", "HorizontalPodAutoscaler", child["HorizontalPodAutoscaler"]))
+    url = None
+    if agent.spec.channels.browser.enabled:
+        objects.extend(_browser_objects(inputs))
+        url = browser_url(agent)
+    elif inputs.had_browser:  # only then: a look-up per reconcile for every agent without the channel would cost
+        browser = browser_name(agent.metadata["name"])
+        absent += [("apps/v1", "Deployment", browser), ("v1", "Service", browser)]
     return Desired(
-        config=config, config_hash=config_hash, active=active_providers(inputs), objects=objects, absent=absent
+        config=config,
+        config_hash=config_hash,
+        active=active_providers(inputs),
+        objects=objects,
+        absent=absent,
+        browser_url=url,
     )

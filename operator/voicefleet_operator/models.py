@@ -44,7 +44,9 @@ CHILD_SUFFIXES: dict[str, str] = {
     "PodDisruptionBudget": "",
     "Secret": "-fleet",  # the fleet channel token
 }
-AGENT_NAME_MAX = 63 - max(len(CHILD_SUFFIXES["Service"]), 0)
+# The browser channel's token service: a Deployment and a Service of this name (channels.browser.enabled).
+BROWSER_SUFFIX = "-browser"
+AGENT_NAME_MAX = 63 - max(len(CHILD_SUFFIXES["Service"]), len(BROWSER_SUFFIX))
 # Bounds of allowedAddresses: a range wider than this is refused, whatever minPrefixLength says.
 IPV4_PREFIX_FLOOR = 8
 IPV6_PREFIX_FLOOR = 16
@@ -291,10 +293,57 @@ class ToolsSpec(Model):
     )
 
 
-class BrowserChannelSpec(Model):
-    """The WebRTC browser channel."""
+Origin = Annotated[
+    str,
+    Field(
+        pattern=r"^https?://[A-Za-z0-9]([-.A-Za-z0-9]*[A-Za-z0-9])?(:[0-9]{1,5})?$",
+        max_length=256,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cast(
+                    Any,
+                    cel(
+                        "isURL(self) && url(self).getHostname() != '' && url(self).getEscapedPath() == ''",
+                        "must be a web origin: http(s)://host[:port], no path (e.g. https://app.example.com)",
+                    ),
+                )
+            ]
+        },
+    ),
+]
 
-    enabled: bool = Field(default=True, description="Accept browser sessions.")
+
+class BrowserChannelSpec(Model):
+    """The WebRTC browser channel: a token service (its own Deployment and Service `<name>-browser`, from the agent
+    image) that issues short-lived LiveKit tokens for a fresh room with this agent dispatched and serves a talk
+    page."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Run the token service and talk page. Off by default: it hands out sessions to whoever reaches it.",
+    )
+    allowed_origins: list[Origin] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Other web origins whose pages may ask for tokens (CORS); the talk page's own is always allowed.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    rate_per_minute: int = Field(
+        default=10, ge=1, le=600, description="Tokens per client address per minute (a burst of as many, refilled)."
+    )
+    token_ttl_seconds: int = Field(
+        default=600, ge=60, le=86400, description="Lifetime of an issued token (only joining needs it valid)."
+    )
+    secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Shared secret callers must send in the X-Voicefleet-Key header (the talk page reads it from "
+        "its URL fragment, #key=...).",
+    )
+    livekit_url: str | None = url_field(
+        ("ws", "wss", "http", "https"),
+        "LiveKit's URL as browsers reach it; default spec.livekit.url.",
+        default=None,
+    )
 
 
 class PhoneAuthRef(Model):
@@ -552,6 +601,12 @@ class PhoneStatus(Model):
     numbers: list[str] = Field(default_factory=list, description="Numbers served.")
 
 
+class BrowserStatus(Model):
+    """Where the browser channel's token service and talk page are served."""
+
+    url: str = Field(description="The talk page inside the cluster; the token endpoint is POST <url>api/token.")
+
+
 class VoiceAgentStatus(Model):
     """Observed state of a VoiceAgent."""
 
@@ -563,6 +618,7 @@ class VoiceAgentStatus(Model):
     providers: ActiveProviders | None = Field(default=None, description="Providers in use.")
     config_hash: str | None = Field(default=None, description="Hash of the rendered agent config.")
     phone: PhoneStatus | None = Field(default=None, description="LiveKit SIP objects of the phone channel.")
+    browser: BrowserStatus | None = Field(default=None, description="The browser channel's talk page.")
 
 
 class ProviderHealthStatus(Model):

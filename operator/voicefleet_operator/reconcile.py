@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
@@ -19,6 +20,7 @@ from voicefleet_operator.followers import Change, Followers, follows, view
 from voicefleet_operator.kube import VoiceAgentResource, WriteRejected
 from voicefleet_operator.models import (
     ActiveProviders,
+    BrowserStatus,
     Condition,
     ProviderPolicy,
     VoiceAgent,
@@ -187,13 +189,14 @@ class Reconciler:
         previous = conditions_of(body)
         problem: conditions.Problem | None = None
         plan: desired.Desired | None = None
+        old_status = body.get("status") or {}
         try:
-            plan = desired.render(await self._gather(agent))
+            inputs = dataclasses.replace(await self._gather(agent), had_browser=bool(old_status.get("browser")))
+            plan = desired.render(inputs)
         except _Missing as missing:
             problem = conditions.Problem(missing.reason, str(missing))
         except desired.InvalidSpec as invalid:
             problem = conditions.Problem("InvalidSpec", str(invalid))
-        old_status = body.get("status") or {}
         phone_result: PhoneResult | None = None
         if plan is not None:
             problem = await self._write(agent, plan)
@@ -231,6 +234,9 @@ class Reconciler:
             status["phone"] = None  # merge patch: remove
         elif phone_result is not None and phone_result.phone is not None:
             status["phone"] = phone_result.phone.model_dump(mode="json", by_alias=True)
+        if plan is not None:
+            browser = BrowserStatus(url=plan.browser_url) if plan.browser_url else None
+            status["browser"] = browser.model_dump(mode="json", by_alias=True) if browser else None  # None: remove
         if status_unchanged(old_status, status):
             SKIPPED_WRITES.labels("VoiceAgentStatus").inc()
         else:

@@ -154,3 +154,24 @@ def test_offline_image_synthesises_speech_and_serves_the_tasks_mcp_server(
         )
         assert code == 200 and body[:4] == b"RIFF" and len(body) > 16000, (code, body[:200])
     print(f"offline image: podman run -> Whisper loaded and serving in {seconds:.1f} s")
+
+
+def test_agent_image_runs_the_browser_token_service_as_the_operator_renders_it(
+    built: dict[str, images.Built], livekit: LiveKit, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {**livekit.env(), contract.ENV_AGENT_NAME: "image-check", contract.ENV_BROWSER_PORT: str(port)}
+    command = ["python", "-m", contract.BROWSER_MODULE]  # the Deployment's command (desired._browser_objects)
+    ref = built["agent"].ref
+    with images.Container(ref, log=tmp_path / "browser.log", env=env, entrypoint=command) as container:
+        base = f"http://127.0.0.1:{port}"
+        seconds = wait_until(container, "serving", lambda: status(base + contract.BROWSER_HEALTH_PATH)[0] == 200)
+        code, body = status(
+            base + contract.BROWSER_TOKEN_PATH, data=b"{}", headers={"Content-Type": "application/json"}
+        )
+        assert code == 200 and set(json.loads(body)) == {"server_url", "participant_token"}, body[:200]
+        page, bundle = status(base + "/"), status(base + "/talk.js")
+        assert page[0] == 200 and b"talk.js" in page[1]
+        assert bundle[0] == 200 and b"lk.transcription" in bundle[1], "talk.js missing from the image: make page"
+        assert container.stop(grace=10) == 0
+    print(f"agent image as token service: podman run -> serving in {seconds:.1f} s")

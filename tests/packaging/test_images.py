@@ -23,6 +23,7 @@ ENTRYPOINTS = {
     "Dockerfile.operator": ("voicefleet_operator.__main__", "operator"),
     "Dockerfile.offline": ("voicefleet_offline.__main__", "offline"),
     "Dockerfile.offline:tasks": ("voicefleet_tasks.server", "offline"),
+    "Dockerfile.agent:browser": ("voicefleet_browser.__main__", "agent"),  # the token service (channels.browser)
 }
 SOURCE_ROOT = "opt/voicefleet"  # where the images COPY the packages (PYTHONPATH)
 # Imported when installed, skipped (try/except ImportError) when not: not requirements of the image.
