@@ -21,6 +21,7 @@ def _usage(ground: Ground) -> str:
     if ground.node:
         lines.append(f"  real node   {ground.node.name}  containerd {ground.node.containerd_socket}")
         lines.append(f"  for pods    apiserver {ground.node.api_service_url}, services at {ground.node.pod_gateway}")
+        lines.append(f"              cluster DNS {ground.node.cluster_dns}, livekit {ground.node.livekit_service_url}")
     if ground.livekit:
         lines.append(f"  livekit     {ground.livekit.url}  (redis {ground.livekit.redis})")
         lines.append(f"  env file    {root / 'livekit.env'}")
