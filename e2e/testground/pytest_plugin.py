@@ -133,10 +133,17 @@ class NodeGround:
     node: RealNode
 
 
-@pytest.fixture(scope="package")  # the e2e tier's modules share one ground and one install
+@pytest.fixture(scope="module")
 def node_ground(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeGround]:
     """Takes the machine (host.claim), starts cluster + livekit on the pod network, then the real node; afterwards
-    stops them and puts the machine back as found."""
+    stops them and puts the machine back as found. (tests/e2e shares one per package: its conftest overrides it with
+    `node_ground_stack` at package scope. A package-scoped fixture defined here, in a plugin, would live for the
+    whole session and hold the machine from every later ground.)"""
+    yield from node_ground_stack(request, tmp_path_factory)
+
+
+def node_ground_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeGround]:
+    """The body of `node_ground`, for a fixture of another scope."""
     logs = request.config.stash[_LOGS]
     ground = _running_ground(request.config, "node")
     if ground is not None and ground.node and ground.cluster and ground.livekit:

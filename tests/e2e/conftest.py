@@ -18,11 +18,17 @@ from testground.install import (  # noqa: F401 - the tier's modules import these
     SKIPS,
     TAG,
 )
-from testground.pytest_plugin import NodeGround
+from testground.pytest_plugin import NodeGround, node_ground_stack
 
 
 def agent_pods(ground: NodeGround) -> list[dict[str, Any]]:
     return install.agent_pods(ground.cluster)
+
+
+@pytest.fixture(scope="package")
+def node_ground(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeGround]:
+    """The tier's one real-node ground (tests/e2e is a package, so it goes when its last test has run)."""
+    yield from node_ground_stack(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="package")

@@ -67,7 +67,7 @@ async def test_a_live_call_moves_to_whisper_when_deepgram_hangs(
         await caller.dispatch(stack.agent_name)
         await caller.greeting()
         await caller.turn("Add buy milk to my tasks", timeout=30)
-        wait_until("task from the first turn", lambda: any("milk" in t for t in _titles(stack)), 10)
+        wait_until("task from the first turn", lambda: any("milk" in t for t in _titles(stack)), 30)
 
         def following() -> bool:
             rollout = _status(fns).get("rollout") or {}
