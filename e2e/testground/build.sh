@@ -102,8 +102,23 @@ go_install() {  # name version package
   stamp "$name" "$version"
 }
 
-# livekit-sip needs cgo (libopus, libopusfile, libsoxr via pkg-config). `go install` fails on the proxy's refused
-# module list (deprecation look-up), so it is built through a wrapper module pinned to the version.
+# `go install` fails on the proxy's refused module list (deprecation look-up) for livekit-sip and prometheus-adapter,
+# so they are built through a wrapper module pinned to the version.
+go_wrapper_build() {  # name version package cgo
+  local name=$1 version=$2 pkg=$3 cgo=$4
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (
+    cd "$work"
+    go mod init wrapperbin >/dev/null 2>&1
+    go get "$pkg@v$version" >&2
+    CGO_ENABLED=$cgo go build -trimpath -ldflags "-s -w" -o "$BIN/$name.tmp" "$pkg"
+    mv "$BIN/$name.tmp" "$BIN/$name"
+    stamp "$name" "$version"
+  )
+}
+
+# livekit-sip needs cgo (libopus, libopusfile, libsoxr via pkg-config).
 build_sip() {
   have livekit-sip "$SIP_VERSION" && { log "livekit-sip v$SIP_VERSION cached"; return; }
   local lib
@@ -111,33 +126,14 @@ build_sip() {
     pkg-config --exists "$lib" || { log "livekit-sip needs pkg-config $lib: apt-get install pkg-config libopus-dev libopusfile-dev libsoxr-dev"; exit 1; }
   done
   log "building livekit-sip v$SIP_VERSION (cgo; ~90 s warm)"
-  local work; work=$(mktemp -d)
-  trap 'rm -rf "$work"; trap - RETURN' RETURN
-  (
-    cd "$work"
-    go mod init sipbin >/dev/null 2>&1
-    go get "github.com/livekit/sip/cmd/livekit-sip@v$SIP_VERSION" >&2
-    CGO_ENABLED=1 go build -trimpath -ldflags "-s -w" -o "$BIN/livekit-sip.tmp" github.com/livekit/sip/cmd/livekit-sip
-    mv "$BIN/livekit-sip.tmp" "$BIN/livekit-sip"
-    stamp livekit-sip "$SIP_VERSION"
-  )
+  go_wrapper_build livekit-sip "$SIP_VERSION" github.com/livekit/sip/cmd/livekit-sip 1
 }
 
-# prometheus-adapter (the custom.metrics.k8s.io server the HPAs read): like livekit-sip, `go install` fails on the
-# proxy's refused module list (deprecation look-up), so it is built through a wrapper module pinned to the version.
+# prometheus-adapter: the custom.metrics.k8s.io server the HPAs read.
 build_adapter() {
   have prometheus-adapter "$ADAPTER_VERSION" && { log "prometheus-adapter v$ADAPTER_VERSION cached"; return; }
   log "building prometheus-adapter v$ADAPTER_VERSION"
-  local work; work=$(mktemp -d)
-  trap 'rm -rf "$work"; trap - RETURN' RETURN
-  (
-    cd "$work"
-    go mod init adapterbin >/dev/null 2>&1
-    go get "sigs.k8s.io/prometheus-adapter/cmd/adapter@v$ADAPTER_VERSION" >&2
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/prometheus-adapter.tmp" sigs.k8s.io/prometheus-adapter/cmd/adapter
-    mv "$BIN/prometheus-adapter.tmp" "$BIN/prometheus-adapter"
-    stamp prometheus-adapter "$ADAPTER_VERSION"
-  )
+  go_wrapper_build prometheus-adapter "$ADAPTER_VERSION" sigs.k8s.io/prometheus-adapter/cmd/adapter 0
 }
 
 get_helm_kubectl() {

@@ -111,13 +111,8 @@ def tour(cluster: Cluster) -> None:
 
 
 def answering_pod(cluster: Cluster, room: str) -> str:
-    """The agent pod whose log shows a job for `room` (a name, or a prefix ending without the closing quote)."""
-    for pod in install.agent_pods(cluster):
-        name = pod["metadata"]["name"]
-        for line in cluster.kubectl("-n", NS, "logs", name).stdout.splitlines():
-            if '"received job request"' in line and f'"room": "{room}' in line:
-                return str(name)
-    return "?"
+    """The agent pod whose log shows a job for `room` (a name and its closing quote, or a prefix)."""
+    return next((pod for pod, jobs in install.jobs_by_pod(cluster, room).items() if jobs), "?")
 
 
 def talk(livekit: LiveKit, cluster: Cluster) -> None:

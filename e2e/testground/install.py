@@ -127,3 +127,14 @@ def tasks_token_key(cluster: Cluster) -> str:
     """The key the chart generated for the tasks server (docs/install.md: agents get it through spec.env)."""
     data = cluster.kubectl("-n", OPERATOR_NS, "get", "secret", f"{RELEASE}-tasks-token", "-o", "jsonpath={.data.key}")
     return base64.b64decode(data.stdout).decode()
+
+
+def jobs_by_pod(cluster: Cluster, room: str) -> dict[str, int]:
+    """Agent pod → jobs its log shows for `room` (a room name followed by its closing quote, or a name prefix)."""
+    counts = {}
+    for pod in agent_pods(cluster):
+        name = str(pod["metadata"]["name"])
+        log = cluster.kubectl("-n", FLEET_NS, "logs", name).stdout
+        counts[name] = sum(1 for line in log.splitlines()
+                           if '"received job request"' in line and f'"room": "{room}' in line)  # fmt: skip
+    return counts

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from phonecall import Phone, transcribe
-from testground.install import FLEET_NS, agent_pods
+from testground.install import FLEET_NS, agent_pods, jobs_by_pod
 from testground.operator import wait_for
 from testground.pytest_plugin import NodeGround
 from testground.sip import SipGround, SipStack
@@ -55,13 +55,7 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
 
 def job_pods(ground: NodeGround) -> dict[str, int]:
     """Agent pod → jobs its log shows for phone rooms."""
-    counts = {}
-    for pod in agent_pods(ground.cluster):
-        name = pod["metadata"]["name"]
-        log = ground.cluster.kubectl("-n", FLEET_NS, "logs", name).stdout
-        counts[name] = sum(1 for line in log.splitlines()
-                           if '"received job request"' in line and f'"room": "{ROOM_PREFIX}' in line)  # fmt: skip
-    return counts
+    return jobs_by_pod(ground.cluster, ROOM_PREFIX)
 
 
 @pytest.fixture(scope="module")
