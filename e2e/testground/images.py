@@ -263,8 +263,13 @@ def _forget_older(name: str, keep: Sequence[str]) -> None:
         listed = podman("images", "--sort", "created", "--format", "{{.Tag}}", "--filter", f"reference={repo}")
         tags = [tag for tag in listed.split() if tag not in (DEV_TAG, "<none>")]  # newest first
         stale = [f"{repo}:{tag}" for tag in tags[KEEP_BUILDS:] if f"{repo}:{tag}" not in keep]
-        if stale:
-            podman("untag", *stale)
+        for ref in stale:
+            if exists(ref):  # another worktree's build may have forgotten it since the listing
+                try:
+                    podman("untag", ref)
+                except ComponentError:
+                    if exists(ref):
+                        raise
 
 
 def _prune() -> None:

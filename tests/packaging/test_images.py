@@ -16,6 +16,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging_kit import ROOT, run, tool
 
+from voicefleet_agent import contract
+from voicefleet_agent.contract import AgentConfig, McpServerConfig, ProviderConfig
+
 DOCKERFILES = ("Dockerfile.operator", "Dockerfile.agent", "Dockerfile.offline")
 # What each image runs, and the extra of pyproject.toml it installs. (The agent's main module reads its config file
 # at import; tests/images starts that image for real.)
@@ -129,3 +132,52 @@ def test_build_context_holds_everything_the_entrypoint_imports(name: str, tmp_pa
     assert not unowned, f"modules no installed distribution owns: {unowned[:5]}"
     missing = {owners[f] for f in site} - _requirements(extra) - set(OPTIONAL_IMPORTS)
     assert not missing, f"{name}: imports from {sorted(missing)}, which .[{extra}] does not install"
+
+
+def _pruned_modules(dockerfile: str) -> set[str]:
+    """Module names of the site-packages paths a Dockerfile removes after installing (`rm -rf "$sp"/...`)."""
+    text = (ROOT / dockerfile).read_text()
+    paths = re.findall(r'"\$sp"/(\S+)', text)
+    return {p.replace("/", ".") for p in paths if not re.search(r"\.dist-info$|\.libs$|\.so\b|\*", p)}
+
+
+def test_agent_image_prunes_nothing_the_agent_imports(tmp_path: Path) -> None:
+    """Dockerfile.agent deletes packages the dependency closure brings but the agent never imports. Import every
+    module of the agent (and the plugins and runtimes its sessions load) from the image's build context and check
+    that none of them loads a pruned module. (tests/images and tests/e2e then run the built image for real.)"""
+    pruned = _pruned_modules("Dockerfile.agent")
+    assert {"grpc", "PIL", "onnxruntime.transformers"} <= pruned, pruned
+    _build_context("Dockerfile.agent", tmp_path)
+    dead = "http://127.0.0.1:1"  # the main module reads its config at import; nothing connects anywhere
+    config = AgentConfig(
+        agent_name="prune-check",
+        instructions="You manage tasks.",
+        stt=(ProviderConfig(name="deepgram", provider="deepgram", model="nova-3", base_url=dead),),
+        llm=(ProviderConfig(name="openai", provider="openai", model="gpt-4o-mini", base_url=dead + "/v1"),),
+        tts=(ProviderConfig(name="cartesia", provider="cartesia", model="sonic-3", base_url=dead),),
+        mcp_servers=(McpServerConfig(name="tasks", url=dead + "/mcp"),),
+    )
+    (tmp_path / "agent.json").write_text(config.to_json())
+    probe = (
+        "import importlib, json, pkgutil, sys\n"
+        "import voicefleet_agent\n"
+        "for m in pkgutil.walk_packages(voicefleet_agent.__path__, 'voicefleet_agent.'):\n"
+        "    if m.name != 'voicefleet_agent.__main__':\n"  # starts the worker
+        "        importlib.import_module(m.name)\n"
+        "for name in ('voicefleet_browser.__main__', 'livekit.plugins.silero', 'livekit.plugins.openai',\n"
+        "             'livekit.plugins.deepgram', 'livekit.plugins.cartesia', 'livekit.agents.telemetry',\n"
+        "             'livekit.agents.inference', 'onnxruntime'):\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {
+        "PYTHONPATH": str(tmp_path / SOURCE_ROOT),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        contract.ENV_CONFIG_PATH: str(tmp_path / "agent.json"),
+    }
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    hits = [m for m in loaded if any(m == p or m.startswith(p + ".") for p in pruned)]
+    assert not hits, f"the agent imports what Dockerfile.agent deletes: {hits}"
