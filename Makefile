@@ -7,7 +7,7 @@ ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all venv system-deps bins page images crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
-	bench-reconcile bench-scale bench-voice bench-failover bench-phone clean
+	bench-reconcile bench-scale bench-voice bench-failover bench-phone bench-cold clean
 
 all: test
 
@@ -114,6 +114,12 @@ bench-failover: venv system-deps bins
 # Sequential phone calls (pjsua2 → livekit-sip → agent worker) and the refusal cases; needs root (netns, veth).
 bench-phone: venv system-deps bins
 	$(PY) -m phonecall.bench $(ARGS)
+
+# `make test` as a fresh machine runs it: a clean clone of HEAD with pip, npm, Go, voicefleet and podman caches all
+# empty (redirected to a scratch directory; the machine's own caches are untouched). ARGS=--setup-only times the
+# setup phases alone. Run it alone: it is CPU-bound builds.
+bench-cold:
+	python3 hack/bench_cold.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .testground .pytest_cache .mypy_cache .ruff_cache
