@@ -68,8 +68,8 @@ def documented_steps(ground: Ground) -> list[docrun.Step]:
 
 def public_livekit_url(livekit: LiveKit) -> str:
     """LiveKit as the host's browser reaches it (the browser channel's livekitUrl): the pod bridge's gateway, which
-    livekit-server also advertises for ICE; 127.0.0.1 would be a loopback target from a page on a ClusterIP, which
-    browsers guard (local network access)."""
+    livekit-server also advertises for ICE (not 127.0.0.1: a loopback target for a page served from a ClusterIP,
+    which chromium's local network access rules treat apart)."""
     if livekit.pod_url is None:
         raise AssertionError("livekit-server does not listen on the pod bridge: the ground has no real node")
     return livekit.pod_url
