@@ -1,13 +1,15 @@
 // The talk page: get a token from this service, join the room the token names (the agent is dispatched as the room
 // is created), publish the microphone, play the agent, and show transcripts, the agent's state and the task list.
-import { Room, RoomEvent, Track } from "livekit-client";
+import { Room, RoomEvent, ScreenSharePresets, Track } from "livekit-client";
 
 const TRANSCRIPTION_TOPIC = "lk.transcription"; // LiveKit Agents' text streams of both sides
 const TASKS_TOPIC = "voicefleet.tasks"; // the agent's task list after every task tool (voicefleet_agent.contract)
+const SCREEN_TOPIC = "voicefleet.screen"; // what the agent received of the shared screen (voicefleet_agent.contract)
 const STATE_ATTRIBUTE = "lk.agent.state";
 
 const $ = (id) => document.getElementById(id);
 const micButton = $("mic");
+const screenButton = $("screen");
 let room = null;
 // Milliseconds since the page started loading (performance.now()): when the token came, the room joined, the agent's
 // first words were shown, and its audio first played here (the receiver's level, what the speaker gets).
@@ -97,6 +99,38 @@ async function onTasks(reader) {
   }
 }
 
+async function onScreenReport(reader) {
+  // {frames, width, height, ended}: the agent's side of the screen share
+  const report = JSON.parse(await reader.readAll());
+  window.voicefleetScreen = report;
+  $("screen-status").textContent = report.ended
+    ? `The agent received ${report.frames} frames of your screen.`
+    : `The agent sees your screen: ${report.frames} frames, ${report.width}×${report.height}.`;
+  $("screen-status").hidden = false;
+}
+
+function setSharing(sharing) {
+  screenButton.setAttribute("aria-pressed", String(sharing));
+  screenButton.textContent = sharing ? "Stop sharing" : "Share screen";
+}
+
+async function toggleScreen() {
+  if (!room) return;
+  const sharing = room.localParticipant.isScreenShareEnabled;
+  try {
+    // 5 frames a second is plenty for an agent looking at a screen, and cheap for the pod decoding it
+    const preset = ScreenSharePresets.h720fps5;
+    await room.localParticipant.setScreenShareEnabled(
+      !sharing,
+      { audio: false, resolution: preset.resolution },
+      { screenShareEncoding: preset.encoding },
+    );
+    setSharing(!sharing);
+  } catch (error) {
+    showError(`screen share: ${error.message || error}`); // the person declined, or the browser cannot
+  }
+}
+
 function onAttributes(participant) {
   const state = participant.attributes?.[STATE_ATTRIBUTE];
   if (state) setState(state);
@@ -110,6 +144,10 @@ async function connect() {
   room = new Room();
   room.registerTextStreamHandler(TRANSCRIPTION_TOPIC, (reader, participant) => onTranscription(reader, participant));
   room.registerTextStreamHandler(TASKS_TOPIC, (reader) => onTasks(reader));
+  room.registerTextStreamHandler(SCREEN_TOPIC, (reader) => onScreenReport(reader));
+  room.on(RoomEvent.LocalTrackUnpublished, (publication) => {
+    if (publication.source === Track.Source.ScreenShare) setSharing(false); // stopped from the browser's own bar
+  });
   room.on(RoomEvent.TrackSubscribed, (track) => {
     if (track.kind !== Track.Kind.Audio) return;
     $("audio").appendChild(track.attach());
@@ -121,6 +159,8 @@ async function connect() {
     setState("disconnected");
     micButton.setAttribute("aria-pressed", "false");
     micButton.textContent = "Start talking";
+    screenButton.disabled = true;
+    setSharing(false);
   });
   await room.connect(url, token);
   mark("joined");
@@ -128,6 +168,7 @@ async function connect() {
   setState("connected");
   micButton.setAttribute("aria-pressed", "true");
   micButton.textContent = "Stop";
+  screenButton.disabled = false;
   window.voicefleet = { room }; // for people poking at it in the console, and for the browser test
 }
 
@@ -144,5 +185,7 @@ micButton.addEventListener("click", async () => {
     showError(String(error.message || error));
   }
 });
+
+screenButton.addEventListener("click", toggleScreen);
 
 if (new URLSearchParams(location.search).has("autostart")) micButton.click();

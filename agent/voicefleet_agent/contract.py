@@ -129,6 +129,9 @@ BROWSER_IDENTITY_PREFIX = "browser-"
 # After a task tool ran, the agent sends the caller's task list as JSON ([{id, title, due, done, ...}]) on a text
 # stream of this topic, so a page can show it (voicefleet_agent.tasklist); also once when the session starts.
 TASKS_TOPIC = "voicefleet.tasks"
+# While the caller shares a screen, the agent reads that video track and reports what it received as JSON
+# ({frames, width, height, ended}) on a text stream of this topic (voicefleet_agent.screenshare).
+SCREEN_TOPIC = "voicefleet.screen"
 BROWSER_ROOM_PREFIX = "web-"
 
 Modality = Literal["stt", "llm", "tts"]

@@ -32,6 +32,7 @@ from voicefleet_agent.fleet_client import FleetFollower, process_follower
 from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.metrics import SessionRecorder, default_metrics, phone_outcome
 from voicefleet_agent.providers import Pipeline, build_pipeline
+from voicefleet_agent.screenshare import ScreenShareWatcher
 from voicefleet_agent.switching import Switching
 from voicefleet_agent.tasklist import TaskListPublisher
 from voicefleet_agent.tasks_client import TasksClient, close_quietly
@@ -240,3 +241,7 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
         session.on("function_tools_executed", publisher.on_tools_executed)
         ctx.add_shutdown_callback(publisher.aclose)
         publisher.publish()
+    if not phone:  # the talk page can share a screen: the agent receives it (what it makes of it comes later)
+        screen = ScreenShareWatcher(ctx.room, participant.identity, ctx.room.local_participant)
+        screen.start()
+        ctx.add_shutdown_callback(screen.aclose)

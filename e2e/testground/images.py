@@ -263,13 +263,12 @@ def _forget_older(name: str, keep: Sequence[str]) -> None:
         listed = podman("images", "--sort", "created", "--format", "{{.Tag}}", "--filter", f"reference={repo}")
         tags = [tag for tag in listed.split() if tag not in (DEV_TAG, "<none>")]  # newest first
         stale = [f"{repo}:{tag}" for tag in tags[KEEP_BUILDS:] if f"{repo}:{tag}" not in keep]
-        for ref in stale:
-            if exists(ref):  # another worktree's build may have forgotten it since the listing
-                try:
-                    podman("untag", ref)
-                except ComponentError:
-                    if exists(ref):
-                        raise
+        for ref in stale:  # one at a time: another worktree's build may untag the same old builds meanwhile
+            try:
+                podman("untag", ref)
+            except ComponentError as error:
+                if "tag not known" not in str(error):
+                    raise
 
 
 def _prune() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from testground import binaries, docrun, images
 from testground.kube import Cluster
+from testground.livekit import LiveKit
 from testground.node import NODE_LABEL, RealNode
 from testground.operator import wait_for
 
@@ -37,6 +38,7 @@ SKIPS = (
     docrun.Skip("make run FLEET_LISTEN", "the operator outside the cluster; here it runs in its pod", block=True),
 )
 EXAMPLE_IMAGE = "ghcr.io/voicefleet/agent:0.1.0"
+LIVEKIT_PUBLIC_URL = "wss://livekit.example.com"  # docs/install.md's placeholder for the browser channel's livekitUrl
 AGENT_PODS = "app.kubernetes.io/name=voicefleet-agent,app.kubernetes.io/instance=tasks"
 
 
@@ -46,19 +48,31 @@ class Ground(Protocol):
     @property
     def cluster(self) -> Cluster: ...
     @property
+    def livekit(self) -> LiveKit: ...
+    @property
     def node(self) -> RealNode: ...
 
 
-def documented_steps(node: RealNode) -> list[docrun.Step]:
+def documented_steps(ground: Ground) -> list[docrun.Step]:
     return docrun.plan(
         INSTALL_DOC.read_text(),
         SKIPS,
         {
             "REGISTRY=registry.example.com/voice": f"REGISTRY={REGISTRY}",
             "TAG=0.1.0": f"TAG={TAG}",
-            "--address /run/containerd/containerd.sock": f"--address {node.containerd_socket}",
+            "--address /run/containerd/containerd.sock": f"--address {ground.node.containerd_socket}",
+            f"LIVEKIT_PUBLIC_URL={LIVEKIT_PUBLIC_URL}": f"LIVEKIT_PUBLIC_URL={public_livekit_url(ground.livekit)}",
         },
     )
+
+
+def public_livekit_url(livekit: LiveKit) -> str:
+    """LiveKit as the host's browser reaches it (the browser channel's livekitUrl): the pod bridge's gateway, which
+    livekit-server also advertises for ICE (not 127.0.0.1: a loopback target for a page served from a ClusterIP,
+    which chromium's local network access rules treat apart)."""
+    if livekit.pod_url is None:
+        raise AssertionError("livekit-server does not listen on the pod bridge: the ground has no real node")
+    return livekit.pod_url
 
 
 def install_as_documented(ground: Ground, *, show: Callable[[docrun.Step], None] | None = None) -> None:
@@ -75,7 +89,7 @@ def install_as_documented(ground: Ground, *, show: Callable[[docrun.Step], None]
         "REGISTRY": REGISTRY,
         "TAG": TAG,
     }
-    for step in documented_steps(ground.node):
+    for step in documented_steps(ground):
         if show is not None:
             show(step)
         docrun.run(step, cwd=ROOT, env=env, timeout=900)

@@ -31,7 +31,8 @@ def test_the_install_doc_runs_every_command_but_those_that_need_a_registry_prome
     for command in ("make images", "testground.images load", "helm install voicefleet-crds", "helm install voicefleet",
                     "offline.enabled=true", "kubectl -n voice apply -f examples/00-secrets.yaml",
                     "kubectl -n voice wait --for=condition=Ready voiceagent/tasks",
-                    "kubectl -n voice wait --for=condition=FleetConnected voiceagent/tasks"):  # fmt: skip
+                    "kubectl -n voice wait --for=condition=FleetConnected voiceagent/tasks",
+                    "kubectl -n voice rollout status deployment/tasks-browser"):  # fmt: skip
         assert command in run
     assert "podman push" not in run and "podman tag" in run
     # only the VoiceAgent's image differs from examples/: the document's own sed, a no-op for what make images tags
