@@ -176,7 +176,9 @@ class ProviderConfig(_Model):
 class VadConfig(_Model):
     activation_threshold: float = 0.5
     min_silence_duration_ms: int = 550
-    min_speech_duration_ms: int = 50
+    # one Silero window (32 ms at 16 kHz): speech starts, and a barge-in pauses the agent, a window earlier than
+    # with the framework's 50 ms, which takes two
+    min_speech_duration_ms: int = 32
 
 
 class McpServerConfig(_Model):

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentSession, ChatMessage, ConversationItemAddedEvent, SessionUsageUpdatedEvent
+from livekit.agents import (
+    AgentSession,
+    ChatMessage,
+    ConversationItemAddedEvent,
+    FunctionToolsExecutedEvent,
+    SessionUsageUpdatedEvent,
+)
 from livekit.agents.metrics import LLMModelUsage, STTModelUsage, TTSModelUsage
 from livekit.agents.metrics.usage import ModelUsage
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -57,7 +63,8 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             contract.STAGE_LATENCY,
-            "Per-turn latency of one pipeline stage: stt (transcription delay), llm (TTFT), tts (TTFB).",
+            "Per-turn latency of one pipeline stage: stt (transcription delay), llm (TTFT), tts (TTFB), "
+            "tool (a call's run).",
             ["agent", "stage"],
             buckets=STAGE_BUCKETS,
             registry=registry,
@@ -103,7 +110,7 @@ class Metrics:
         self.session_minutes.labels(agent=agent)
         for outcome in contract.PHONE_OUTCOMES:
             self.phone_calls.labels(agent=agent, outcome=outcome)
-        for stage in ("stt", "llm", "tts"):
+        for stage in ("stt", "llm", "tts", "tool"):
             self.stage_latency.labels(agent=agent, stage=stage)
         for modality, chain in (("stt", config.stt), ("llm", config.llm), ("tts", config.tts)):
             for p in chain:
@@ -229,6 +236,14 @@ class SessionRecorder:
     def attach(self, session: AgentSession[Any]) -> None:
         session.on("conversation_item_added", self._on_item_added)
         session.on("session_usage_updated", self._on_usage)
+        session.on("function_tools_executed", self._on_tools_executed)
+
+    def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
+        """Stage ``tool``: from the LLM emitting a call to its output (the tool's run: for the tasks tools the
+        MCP round trip), so a tool turn's time splits into providers, tools and the pipeline's own."""
+        stage = self._m.stage_latency.labels(agent=self._agent, stage="tool")
+        for call, output in zip(ev.function_calls, ev.function_call_outputs, strict=False):
+            stage.observe(max(0.0, output.created_at - call.created_at))
 
     def _on_item_added(self, ev: ConversationItemAddedEvent) -> None:
         if isinstance(ev.item, ChatMessage):

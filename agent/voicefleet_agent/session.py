@@ -13,7 +13,7 @@ from livekit.agents import AgentSession, CloseEvent, JobContext, inference, llm
 from livekit.agents.inference import TurnDetectorVersions
 from livekit.agents.llm.mcp import MCPToolset
 from livekit.agents.vad import VAD
-from livekit.agents.voice.room_io import RoomOptions
+from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 from livekit.agents.voice.turn import EndpointingOptions, TurnDetectionMode, TurnHandlingOptions
 
 from voicefleet_agent.assistant import TaskAssistant, transcript
@@ -73,6 +73,16 @@ def turn_detection(
 # barge-ins before their words arrived), so it stays at the framework's 2 s.
 MIN_INTERRUPTION_S = 0.05
 FALSE_INTERRUPTION_TIMEOUT_S = 2.0
+# The caller's audio reaches the VAD in frames of this length (the framework's 50 ms adds up to 50 ms to every
+# barge-in and end of turn: the VAD sees nothing of a frame until it is whole).
+INPUT_FRAME_MS = 20
+
+
+def room_options(participant_identity: str) -> RoomOptions:
+    """The session hears exactly the caller whose tasks it serves, in short frames."""
+    return RoomOptions(
+        participant_identity=participant_identity, audio_input=AudioInputOptions(frame_size_ms=INPUT_FRAME_MS)
+    )
 
 
 def turn_handling(config: AgentConfig, *, detection: TurnDetectionMode | None = None) -> TurnHandlingOptions:
@@ -231,10 +241,7 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
         toolsets=other_toolsets(config, gate),
         confirmations=gate,
     )
-    # the session hears exactly the caller whose tasks it serves
-    await session.start(
-        agent=assistant, room=ctx.room, room_options=RoomOptions(participant_identity=participant.identity)
-    )
+    await session.start(agent=assistant, room=ctx.room, room_options=room_options(participant.identity))
     session.say(GREETING)
     if tasks is not None and not phone:  # a page can show the list; a phone cannot
         publisher = TaskListPublisher(ctx.room.local_participant, tasks)

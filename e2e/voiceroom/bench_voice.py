@@ -7,7 +7,9 @@ a Python caller speaks espeak-ng requests and listens. Per turn:
 * from the agent's own Prometheus histograms (deltas around each turn): end-of-turn delay (endpointing, includes
   waiting for the STT final), STT final delay, LLM TTFT, TTS TTFB, and the agent's voice-to-voice (e2e);
 * pipeline overhead = agent e2e - (end of turn + LLM TTFT + TTS TTFB): the framework's own time between providers
-  (on tool turns it includes the MCP tool call and the second LLM request);
+  (on tool turns it includes the tool-call LLM request and the tool's run: the MCP round trip);
+* tool: the agent's ``tool`` stage, from the LLM emitting a call to its output; overhead without tools = pipeline
+  overhead - tool (still holding the tool-call request's time to its call);
 * transport = v2v - agent e2e: WebRTC both ways, jitter buffers, and the agent VAD's view of "stopped speaking".
 
 Then barge-ins and backchannels, each while the agent reads a five-task list: barge-in = the caller's first voiced
@@ -65,6 +67,8 @@ class TurnResult:
     llm_ttft_ms: float | None
     tts_ttfb_ms: float | None
     overhead_ms: float | None
+    tool_ms: float | None
+    own_overhead_ms: float | None  # overhead less the tool runs
     transport_ms: float | None
 
 
@@ -89,17 +93,19 @@ def _series(agent: str) -> dict[str, tuple[str, str]]:
                 f'{contract.STAGE_LATENCY}_sum{{{label},stage="{stage}"}}',
                 f'{contract.STAGE_LATENCY}_count{{{label},stage="{stage}"}}',
             )
-            for name, stage in (("stt", "stt"), ("llm_ttft", "llm"), ("tts_ttfb", "tts"))
+            for name, stage in (("stt", "stt"), ("llm_ttft", "llm"), ("tts_ttfb", "tts"), ("tool", "tool"))
         },
     }
 
 
 def _delta_means(before: dict[str, float], after: dict[str, float], agent: str) -> dict[str, float | None]:
-    """Mean of each histogram's new observations (ms); None when the turn added none."""
+    """Mean of each histogram's new observations (ms); None when the turn added none. ``tool`` is the sum: a turn's
+    tool calls run one after another."""
     means: dict[str, float | None] = {}
     for name, (total, count) in _series(agent).items():
         n = after.get(count, 0.0) - before.get(count, 0.0)
-        means[name] = (after.get(total, 0.0) - before.get(total, 0.0)) / n * 1000 if n > 0 else None
+        spent = (after.get(total, 0.0) - before.get(total, 0.0)) * 1000
+        means[name] = (spent if name == "tool" else spent / n) if n > 0 else None
     return means
 
 
@@ -208,10 +214,13 @@ async def run_turns(stack: VoiceStack, turns: int, warmup: int, bargeins: int = 
                 v2v = turn.voice_to_voice * 1000
                 e2e, eot, llm, tts = m["agent_e2e"], m["end_of_turn"], m["llm_ttft"], m["tts_ttfb"]
                 overhead = e2e - eot - llm - tts if None not in (e2e, eot, llm, tts) else None  # type: ignore[operator]
+                tool = m["tool"] or 0.0
                 result = TurnResult(
                     said=text, heard=heard, answer=answer, v2v_ms=round(v2v, 1),
                     agent_e2e_ms=_r(e2e), end_of_turn_ms=_r(eot), stt_ms=_r(m["stt"]), llm_ttft_ms=_r(llm),
-                    tts_ttfb_ms=_r(tts), overhead_ms=_r(overhead), transport_ms=_r(v2v - e2e if e2e else None),
+                    tts_ttfb_ms=_r(tts), overhead_ms=_r(overhead), tool_ms=_r(tool),
+                    own_overhead_ms=_r(None if overhead is None else overhead - tool),
+                    transport_ms=_r(v2v - e2e if e2e else None),
                 )  # fmt: skip
                 if i >= warmup:
                     results.append(result)
@@ -260,8 +269,7 @@ def _r(value: float | None) -> float | None:
 
 def summarise(results: list[TurnResult]) -> dict[str, dict[str, float | None]]:
     rows: dict[str, dict[str, float | None]] = {}
-    for name in ("v2v_ms", "end_of_turn_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "overhead_ms", "transport_ms",
-                 "agent_e2e_ms"):  # fmt: skip
+    for name in LABELS:
         values = [v for r in results if (v := getattr(r, name)) is not None]
         rows[name] = {
             "p50": _r(percentile(values, 50)),
@@ -279,6 +287,8 @@ LABELS = {
     "llm_ttft_ms": "  LLM time to first token",
     "tts_ttfb_ms": "  TTS time to first byte",
     "overhead_ms": "  pipeline overhead (agent e2e - providers)",
+    "tool_ms": "    of which tool runs (LLM's call → its output; MCP)",
+    "own_overhead_ms": "    without the tool runs",
     "transport_ms": "  transport (v2v - agent e2e)",
     "agent_e2e_ms": "agent-side voice-to-voice (e2e_latency)",
 }
@@ -363,6 +373,9 @@ def bench(argv: list[str] | None = None) -> int:
         "v2v_p95_ms": rows["v2v_ms"]["p95"],
         "overhead_p50_ms": rows["overhead_ms"]["p50"],
         "overhead_p95_ms": rows["overhead_ms"]["p95"],
+        "overhead_without_tools_p50_ms": rows["own_overhead_ms"]["p50"],
+        "overhead_without_tools_p95_ms": rows["own_overhead_ms"]["p95"],
+        "tool_p95_ms": rows["tool_ms"]["p95"],
         "end_of_turn_p95_ms": rows["end_of_turn_ms"]["p95"],
         "stt_p95_ms": rows["stt_ms"]["p95"],
         "llm_ttft_p95_ms": rows["llm_ttft_ms"]["p95"],

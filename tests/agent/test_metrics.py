@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_testkit import ScriptedLLM, make_config, provider, say
-from livekit.agents import Agent, AgentSession, ChatMessage
+from agent_testkit import ScriptedLLM, call, make_config, provider, say
+from livekit.agents import Agent, AgentSession, ChatMessage, function_tool
 from livekit.agents.metrics import LLMModelUsage, STTModelUsage, TTSModelUsage
 from livekit.agents.stt import STTError
 from livekit.agents.vad import VAD
@@ -171,6 +172,29 @@ async def test_recorder_follows_a_live_session() -> None:
 
     # every assistant reply of a text session carries its LLM time to first token
     assert sample(registry, f"{contract.STAGE_LATENCY}_count", stage="llm") == 2
+
+
+TOOL_RUN_S = 0.08
+
+
+class _SlowTool(Agent):
+    @function_tool
+    async def lookup(self) -> str:
+        """Look something up."""
+        await asyncio.sleep(TOOL_RUN_S)  # the tool's own work, e.g. an MCP round trip
+        return "found"
+
+
+async def test_a_tool_call_is_timed_as_its_own_stage() -> None:
+    registry = CollectorRegistry()
+    recorder = SessionRecorder(Metrics(registry), agent=AGENT)
+    async with AgentSession[Any](llm=ScriptedLLM(call("lookup"), say("Found it.")), vad=None) as session:
+        recorder.attach(session)
+        await session.start(_SlowTool(instructions="Be brief."))
+        await session.run(user_input="look it up")
+
+    assert sample(registry, f"{contract.STAGE_LATENCY}_count", stage="tool") == 1
+    assert TOOL_RUN_S <= sample(registry, f"{contract.STAGE_LATENCY}_sum", stage="tool") < 5
 
 
 CHILD = textwrap.dedent(

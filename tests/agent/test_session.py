@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import logging
 
+import numpy as np
 import pytest
 from agent_testkit import make_config
 from livekit import rtc
-from livekit.agents import inference
+from livekit.agents import inference, vad
 from livekit.agents.llm.mcp import MCPToolset
 
 from voicefleet_agent.confirm import ConfirmationGate
@@ -24,15 +25,19 @@ from voicefleet_agent.contract import (
 from voicefleet_agent.guarded_mcp import GuardedMCPServer
 from voicefleet_agent.session import (
     FALSE_INTERRUPTION_TIMEOUT_S,
+    INPUT_FRAME_MS,
     MIN_INTERRUPTION_S,
     caller_identity,
     caller_token,
     other_toolsets,
+    room_options,
     tasks_client,
     turn_detection,
     turn_handling,
     vad_options,
 )
+from voicefleet_offline import espeak
+from voicefleet_offline.audio import frame_db
 
 
 def _b64(data: bytes) -> str:
@@ -73,6 +78,37 @@ def test_barge_in_pauses_at_once_resumes_after_a_false_alarm_and_never_needs_the
     assert options["turn_detection"] == "vad"
     tuned = turn_handling(make_config(min_interruption_ms=500, false_interruption_timeout_ms=2000))["interruption"]
     assert (tuned["min_duration"], tuned["false_interruption_timeout"]) == (0.5, 2.0)
+
+
+def test_the_caller_is_heard_in_20_ms_frames() -> None:
+    options = room_options("alice")
+
+    assert options.participant_identity == "alice"
+    audio = options.get_audio_input_options()
+    assert audio is not None and audio.frame_size_ms == INPUT_FRAME_MS == 20
+
+
+async def test_a_barge_in_qualifies_within_90_ms_of_the_callers_first_voiced_frame() -> None:
+    """The agent's own VAD (the config's defaults, as prewarm builds it) fed the caller's audio as the room delivers
+    it (24 kHz, 20 ms frames): the framework pauses the reply at the first inference whose speech duration reaches
+    the interruption minimum. With the framework's 50 ms minimum speech that is one Silero window (32 ms) later."""
+    rate, frame = 24000, 480
+    speech = np.frombuffer(await espeak.synthesize("Wait, stop please", sample_rate=rate), dtype=np.int16)
+    audio = np.concatenate([np.zeros(rate, dtype=np.int16), speech])
+    onset = next(i for i in range(rate, audio.size, frame) if frame_db(audio[i : i + frame]) > -45) / rate
+    stream = inference.VAD(model="silero", **vad_options(VadConfig())).stream()
+    for i in range(0, audio.size - frame, frame):
+        stream.push_frame(rtc.AudioFrame(audio[i : i + frame].tobytes(), rate, 1, frame))
+    stream.end_input()
+    qualifies_at = None
+    async for event in stream:
+        if event.type == vad.VADEventType.INFERENCE_DONE and event.speech_duration >= MIN_INTERRUPTION_S:
+            qualifies_at = event.timestamp
+            break
+    await stream.aclose()
+
+    assert qualifies_at is not None, "the VAD never heard the barge-in"
+    assert qualifies_at - onset <= 0.09, f"qualified {1000 * (qualifies_at - onset):.0f} ms after the onset"
 
 
 def test_endpointing_delays_only_when_configured() -> None:
