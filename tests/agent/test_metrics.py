@@ -235,7 +235,7 @@ def test_metrics_add_up_across_job_processes(tmp_path: Path) -> None:
     stays = child("stays", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         finished = [child("ends"), child("crashes")]
-        assert [p.wait(timeout=60) for p in finished] == [0, 0]
+        assert [p.wait(timeout=180) for p in finished] == [0, 0]  # importing livekit: slow on a loaded machine
         assert stays.stdout is not None and stays.stdout.readline() == "ready\n"
 
         before_reap = collect(tmp_path)
@@ -249,7 +249,7 @@ def test_metrics_add_up_across_job_processes(tmp_path: Path) -> None:
         assert stays.stdin is not None
         stays.stdin.write("\n")
         stays.stdin.close()
-        assert stays.wait(timeout=60) == 0
+        assert stays.wait(timeout=180) == 0
     finally:
         stays.kill()
     reap_dead_processes(tmp_path)
