@@ -5,7 +5,9 @@ Measures, on one private test ground (real control plane, kwok nodes, the operat
 - `kubectl apply` of N VoiceAgents (+ the examples' policy and Secrets) until every one is Ready, as a ratio of it;
 - at rest: the operator's API requests per minute by verb (from the apiserver's audit log, the operator's user
   agents only), its reconciles per minute (its own metric), its RSS (peak over the run, and at rest);
-- an on-call override of the policy until every VoiceAgent's status shows it.
+- an on-call override of the policy until every VoiceAgent's status shows it;
+- the CPU seconds the operator, kube-apiserver and etcd spent in each phase (user + system, from /proc): on a
+  shared machine the times above stretch with its load, the work does not.
 
 Prints a table; the last line is one JSON object, also written to bench-results/scale-<n>.json.
 `--operator-src DIR` measures another source tree of the operator (e.g. an older commit: `git archive`).
@@ -112,6 +114,34 @@ def _audit(cluster: Cluster, since: datetime, until: datetime) -> Counter[str]:
     return verbs
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CPU_COMPONENTS = ("kube-apiserver", "etcd")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Cpu:
+    """CPU seconds per component between marks: the operator and the control plane's API server and etcd."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.last = {name: _cpu_s(pid) for name, pid in pids.items()}
+
+    def mark(self) -> dict[str, float]:
+        """CPU seconds each spent since the previous mark."""
+        now = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        spent = {name: round(now[name] - self.last[name], 1) for name in now}
+        self.last = now
+        return spent
+
+
 def _reconciles(operator: OperatorProcess) -> float:
     total = 0.0
     for line in operator.metrics().splitlines():
@@ -178,6 +208,8 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         operator.start()
         assert operator.proc is not None
         rss = Rss(operator.proc.pid)
+        pids = {p.name: p.popen.pid for p in stack.supervisor.processes if p.name in CPU_COMPONENTS}
+        cpu = Cpu({"operator": operator.proc.pid, **pids})
 
         docs = load_examples(ROOT / "examples")
         template = next(d for d in docs if d["kind"] == "VoiceAgent")
@@ -203,6 +235,7 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         ready_at = datetime.now(UTC)
         if result["all_ready_s"]:
             result["ready_ratio"] = round(result["all_ready_s"] / result["raw_ready_s"], 2)
+        result["create_cpu_s"] = cpu.mark()
         creation = _audit(cluster, started_at, ready_at)
         result["create_requests_by_verb"] = dict(sorted(creation.items()))
         result["create_requests_per_agent"] = round(sum(creation.values()) / n, 1)
@@ -220,9 +253,11 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         # At rest: let the last events drain, then watch one window.
         time.sleep(min(20.0, rest_s / 3))  # a settling period, not a condition: rest is the absence of change
         reconciles_before = _reconciles(operator)
+        cpu.mark()
         rest_from = datetime.now(UTC)
         time.sleep(rest_s)
         rest_until = datetime.now(UTC)
+        result["rest_cpu_s_per_min"] = {k: round(v / (rest_s / 60), 2) for k, v in cpu.mark().items()}
         rest_reconciles = _reconciles(operator) - reconciles_before
         minutes = rest_s / 60
         at_rest = _audit(cluster, rest_from, rest_until)
@@ -237,6 +272,7 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
         policy = next(d for d in docs if d["kind"] == "ProviderPolicy")
         pinned = policy["spec"]["stt"]["providers"][1]["name"]
         override_at = datetime.now(UTC)
+        cpu.mark()
         t0 = time.monotonic()
         cluster.kubectl("-n", FLEET, "patch", "providerpolicy", policy["metadata"]["name"], "--type=merge",
                         "-p", json.dumps({"spec": {"override": {"stt": pinned, "reason": "bench"}}}))  # fmt: skip
@@ -252,6 +288,7 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
             result["override_all_s"] = round(time.monotonic() - t0, 2)
         except AssertionError:
             result["override_all_s"] = None
+        result["override_cpu_s"] = cpu.mark()
         result["override_requests_by_verb"] = dict(sorted(_audit(cluster, override_at, datetime.now(UTC)).items()))
         result["rss_peak_mb"] = round(rss.peak_kb / 1024, 1)
     finally:
@@ -265,6 +302,13 @@ def run(n: int, rest_s: float, resync_s: int, timeout: float, operator_src: Path
     result["machine"] = f"{platform.machine()} cpus={os.cpu_count()}"
     result["operator_src"] = str(operator_src) if operator_src else "this checkout"
     return result
+
+
+def _cpu_row(spent: dict[str, float] | None) -> str:
+    """operator / kube-apiserver / etcd"""
+    if not spent:
+        return "-"
+    return " / ".join(str(spent.get(name, "-")) for name in ("operator", *CPU_COMPONENTS))
 
 
 def main() -> int:
@@ -293,6 +337,9 @@ def main() -> int:
         ("  per agent per resync", result.get("rest_reconciles_per_agent_per_resync")),
         ("RSS peak / at rest (MB)", f"{result.get('rss_peak_mb')} / {result.get('rss_rest_mb')}"),
         ("override in every status (s)", result.get("override_all_s")),
+        ("CPU s, apply -> all Ready", _cpu_row(result.get("create_cpu_s"))),
+        ("CPU s/min at rest", _cpu_row(result.get("rest_cpu_s_per_min"))),
+        ("CPU s, override", _cpu_row(result.get("override_cpu_s"))),
         ("load average", " ".join(map(str, result["load_average"]))),
     ]
     for what, value in rows:
