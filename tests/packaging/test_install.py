@@ -117,7 +117,8 @@ def operator(
     whoami = _as_operator(operator_kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
     assert whoami.stdout == SERVICE_ACCOUNT, whoami.stderr
     # the namespaces the chart's Deployment passes (--namespace each), as the pod would run
-    (deployment,) = by_kind(render(OPERATOR_CHART, "all-features.yaml"), "Deployment")
+    deployments = by_kind(render(OPERATOR_CHART, "all-features.yaml"), "Deployment")
+    (deployment,) = [d for d in deployments if d["metadata"]["name"] == "voicefleet-operator"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     namespaces = tuple(a.removeprefix("--namespace=") for a in args if a.startswith("--namespace="))
     assert namespaces == WATCHED
