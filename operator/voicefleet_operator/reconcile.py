@@ -257,35 +257,49 @@ class Reconciler:
 
     async def _write(self, agent: VoiceAgent, plan: desired.Desired) -> conditions.Problem | None:
         """Apply the plan's objects that changed, all or none: a name held by an object we did not create, or any
-        object the API server refuses (a dry run of each goes first), becomes the Problem and nothing is written."""
-        namespace, uid = agent.metadata["namespace"], agent.metadata["uid"]
+        object the API server refuses (a dry run of each goes first), becomes the Problem and nothing is written.
+
+        The dry run also says whether the object exists (its answer has a resourceVersion only then), so a child
+        this process has not applied yet is read (is it ours?) only when it exists: none of a new agent's is."""
+        uid = agent.metadata["uid"]
         changed = []
         for manifest in plan.objects:
             if self.applied.fresh(manifest):  # written by us and unchanged since: nothing to do
                 SKIPPED_WRITES.labels(manifest["kind"]).inc()
             else:
                 changed.append(manifest)
-        for manifest in changed:
-            kind, name = manifest["kind"], manifest["metadata"]["name"]
-            if key_of(manifest) in self.applied.entries:  # this process applied it: ours (a deletion forgets it)
-                continue
-            found = await self.store.child(manifest["apiVersion"], kind, namespace, name)
-            if found is not None and not desired.controlled_by(found, uid):
-                return conditions.Problem(
-                    "NameConflict",
-                    f"{kind} {namespace}/{name} already exists and was not created for this VoiceAgent; "
-                    "rename the VoiceAgent or remove that object. Nothing was written.",
-                )
         try:
             for manifest in changed:
-                async with self.applied.gate:
-                    await self.store.apply(manifest, dry_run=True)
+                try:
+                    async with self.applied.gate:
+                        dry = await self.store.apply(manifest, dry_run=True)
+                except WriteRejected:  # a name held by another object is the clearer answer, when it is so
+                    if (conflict := await self._conflict(manifest, uid)) is not None:
+                        return conflict
+                    raise
+                exists = dry is None or bool((dry.get("metadata") or {}).get("resourceVersion"))
+                if exists and (conflict := await self._conflict(manifest, uid)) is not None:
+                    return conflict
             for manifest in changed:
                 async with self.applied.gate:
                     result = await self.store.apply(manifest)
                 self.applied.record(manifest, result)
         except WriteRejected as rejected:
             return conditions.Problem("ApplyFailed", f"{rejected} Nothing was changed.")
+        return None
+
+    async def _conflict(self, manifest: dict[str, Any], uid: str) -> conditions.Problem | None:
+        """NameConflict when the child's name is held by an object not created for this VoiceAgent."""
+        if key_of(manifest) in self.applied.entries:  # this process applied it: ours (a deletion forgets it)
+            return None
+        kind, name, namespace = manifest["kind"], manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        found = await self.store.child(manifest["apiVersion"], kind, namespace, name)
+        if found is not None and not desired.controlled_by(found, uid):
+            return conditions.Problem(
+                "NameConflict",
+                f"{kind} {namespace}/{name} already exists and was not created for this VoiceAgent; "
+                "rename the VoiceAgent or remove that object. Nothing was written.",
+            )
         return None
 
     async def remove_phone(self, body: dict[str, Any]) -> None:
