@@ -34,6 +34,7 @@ from packaging_kit import (
 
 from testground.kube import AUDIT_LOG, Cluster, KubeStack
 from testground.operator import Namespace, OperatorProcess, load_examples, wait_for
+from voicefleet_operator.desired import SECRETS_HASH_ANNOTATION
 from voicefleet_operator.models import VoiceAgentSpec
 
 pytestmark = pytest.mark.integration
@@ -171,6 +172,19 @@ def test_operator_reconciles_with_the_chart_rbac(fleet: Namespace, operator: Ope
     ready = fleet.wait_condition("providerpolicy", "default", "Ready", "True")  # the status write went through
     assert ready["observedGeneration"] == 1
     assert "voicefleet_operator_reconciles_total" in operator.metrics()
+
+
+def test_a_secret_change_rolls_the_pods_under_the_namespaced_role(fleet: Namespace) -> None:
+    """The operator watches Secrets only where its Role lets it (no cluster-wide watch): a rotated key it references
+    still reaches the pod template at once."""
+
+    def secrets_hash() -> str:
+        deployment = fleet.get("deployment", "tasks") or {}
+        return str(deployment["spec"]["template"]["metadata"]["annotations"][SECRETS_HASH_ANNOTATION])
+
+    before = secrets_hash()
+    fleet.kubectl("patch", "secret", "provider-keys", "--type=merge", "-p", '{"stringData":{"openai":"rotated"}}')
+    wait_for("the pod template to carry the rotated Secret", lambda: secrets_hash() != before, timeout=60)
 
 
 ALLOWED = [

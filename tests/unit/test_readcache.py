@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from voicefleet_operator.kube import VoiceAgentResource
 from voicefleet_operator.readcache import Watched
 
 
@@ -97,3 +98,35 @@ async def test_a_deleted_deployment_is_read_again_and_an_older_event_cannot_brin
     assert (await store.deployment("ns", "tasks") or {})["metadata"]["resourceVersion"] == "21"
     await store.apply(MANIFEST, dry_run=True)
     assert client.gets == ["tasks"]
+
+
+def _agent(rv: str, ready: str) -> dict[str, Any]:
+    body = _obj("VoiceAgent", "tasks", rv)
+    body["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    return {**body, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+
+async def test_a_voice_agent_is_never_older_than_our_last_status_write() -> None:
+    """Our status write answers rv 31; the watch event of an earlier write (rv 30) arrives after it and must not
+    hide it, or the next reconcile would compare its status with one it already replaced."""
+    client = Client()
+    store = Watched(client)  # type: ignore[arg-type]
+    store.saw(_agent("29", "False"), deleted=False)
+
+    async def patch(res: Any, name: str, obj: Any, namespace: str, patch_type: Any) -> Any:
+        class Answer:
+            def to_dict(self) -> dict[str, Any]:
+                return _agent("31", "True")
+
+        return Answer()
+
+    client.patch = patch  # type: ignore[attr-defined]
+    await store.patch_status(VoiceAgentResource, "ns", "tasks", {"conditions": []})
+    store.saw(_agent("30", "False"), deleted=False)
+    found = await store.voice_agent("ns", "tasks")
+    assert found is not None and found["status"]["conditions"][0]["status"] == "True"
+    assert "managedFields" not in found["metadata"]
+    assert client.gets == []
+    store.saw(_agent("32", "True"), deleted=True)
+    await store.voice_agent("ns", "tasks")
+    assert client.gets == ["tasks"], "deleted: read again"
