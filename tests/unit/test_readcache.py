@@ -130,3 +130,15 @@ async def test_a_voice_agent_is_never_older_than_our_last_status_write() -> None
     store.saw(_agent("32", "True"), deleted=True)
     await store.voice_agent("ns", "tasks")
     assert client.gets == ["tasks"], "deleted: read again"
+
+
+async def test_the_agents_of_a_namespace_are_those_the_watch_showed() -> None:
+    client = Client()
+    store = Watched(client)  # type: ignore[arg-type]
+    store.saw(_agent("5", "True"), deleted=False)
+    store.saw({**_agent("6", "True"), "metadata": {"name": "other", "namespace": "elsewhere", "resourceVersion": "6"}},
+              deleted=False)  # fmt: skip
+    store.saw({**_agent("7", "True"), "metadata": {"name": "gone", "namespace": "ns", "resourceVersion": "7"}},
+              deleted=True)  # fmt: skip
+    assert [a["metadata"]["name"] for a in await store.voice_agents("ns")] == ["tasks"]
+    assert client.gets == []
