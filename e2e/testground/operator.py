@@ -39,10 +39,17 @@ class OperatorProcess:
     """`python -m voicefleet_operator` with its own liveness and metrics ports and a log file."""
 
     def __init__(
-        self, kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None, fleet_address: str = "127.0.0.1"
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        fleet_address: str = "127.0.0.1",
+        namespaces: tuple[str, ...] = (),
     ) -> None:
-        """`fleet_address`: where the fleet channel listens; host.POD_GATEWAY for agents in real-node pods."""
+        """`fleet_address`: where the fleet channel listens; host.POD_GATEWAY for agents in real-node pods.
+        `namespaces`: serve only these (`--namespace`, as the chart's default install does); none: every one."""
         self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
         self.fleet_address = fleet_address
         # one per-install key for every start of this operator, as the chart's Secret gives one
         self.env = {"VOICEFLEET_INSTALL_KEY": secrets.token_urlsafe(32), **(env or {})}
@@ -60,6 +67,7 @@ class OperatorProcess:
                     "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                     "--metrics-port", str(self.metrics_port),
                     "--fleet-listen", f"{self.fleet_address}:{self.fleet_port}", "--fleet-url", self.fleet_url,
+                    *(f"--namespace={ns}" for ns in self.namespaces),
                 ],
                 env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

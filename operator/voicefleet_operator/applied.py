@@ -3,11 +3,12 @@
 A server-side apply of a manifest that is already in place costs an API write and wakes every watcher, yet changes
 nothing. The reconciler asks `fresh()` before each apply: the manifest hashes to what we applied last, and the
 object as last observed (the apply's answer, then every watch event) still carries the *marker* our apply left —
-same uid, same `generation` (objects with a spec; `resourceVersion` for those without: ConfigMap, ServiceAccount,
-Service) and the labels, annotations and owner references we set. A deleted or edited child changes the marker, so
-drift is still restored at once; the watch event that shows it is also what `observe()` flags as worth a reconcile.
-Status-only updates of a child (an HPA's metrics, a PDB's counts) change no marker and wake nothing, except the
-Deployment's rollout figures, which the VoiceAgent's status reports.
+same uid, same `generation` (where the API server keeps one; else the same spec for kinds with a spec, the HPA and
+the Service, whose status updates must not count as drift; else the same `resourceVersion`: ConfigMap,
+ServiceAccount, Secret) and the labels, annotations and owner references we set. A deleted or edited child changes
+the marker, so drift is still restored at once; the watch event that shows it is also what `observe()` flags as
+worth a reconcile. Status-only updates of a child (an HPA's metrics, a PDB's counts) change no marker and wake
+nothing, except the Deployment's rollout figures, which the VoiceAgent's status reports.
 
 Pure bookkeeping: no I/O, no clock. One instance lives in the operator process and is lost on restart, when the
 first reconcile of each agent applies once more.
@@ -42,7 +43,12 @@ def key_of(obj: dict[str, Any]) -> Key:
 def marker(obj: dict[str, Any], owned_metadata: dict[str, Any]) -> Marker:
     """What an object must still show for our last apply to be in place."""
     meta = obj.get("metadata") or {}
-    version = meta.get("generation") or f"rv:{meta.get('resourceVersion', '')}"
+    if meta.get("generation"):
+        version = str(meta["generation"])
+    elif "spec" in obj:  # a spec without a generation (HPA, Service): its status updates are not drift
+        version = "spec:" + digest(obj["spec"])
+    else:
+        version = f"rv:{meta.get('resourceVersion', '')}"
     mine = {
         "labels": {k: (meta.get("labels") or {}).get(k) for k in owned_metadata.get("labels") or {}},
         "annotations": {k: (meta.get("annotations") or {}).get(k) for k in owned_metadata.get("annotations") or {}},

@@ -122,6 +122,12 @@ async def voice_agent(name: str, namespace: str | None, memo: Any, **_: Any) -> 
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
 
 
+@kopf.on.event(GROUP, VERSION, "voiceagents")
+async def voice_agent_seen(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """Kept for the reconciles' reads (readcache.py); runs before the handlers above for the same event."""
+    memo.kube.saw(dict(body), deleted=type == "DELETED")
+
+
 def _has_phone(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(spec.get("channels", {}).get("phone") or status.get("phone"))
 

@@ -124,11 +124,14 @@ class Kube:
                 raise
         return True
 
-    async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge `status` in; returns the object as written (None when it was deleted meanwhile)."""
         try:
-            await self.client.patch(
+            obj = await self.client.patch(
                 res.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
             )
         except ApiError as error:
             if not _missing(error):  # deleted meanwhile
                 raise
+            return None
+        return obj.to_dict() if obj is not None else None

@@ -28,7 +28,12 @@ from voicefleet_agent import contract
 from voicefleet_operator import desired
 from voicefleet_operator.models import VoiceAgent
 
-VALUE_SETS = {"default": (), "all-features": ("all-features.yaml",), "namespaced": ("namespaced.yaml",)}
+VALUE_SETS = {
+    "default": (),
+    "all-features": ("all-features.yaml",),
+    "namespaced": ("namespaced.yaml",),
+    "every-namespace": ("every-namespace.yaml",),
+}
 # Kinds whose schema kubernetes-validate does not know (CRDs of other projects): checked structurally below.
 FOREIGN_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
@@ -113,7 +118,8 @@ def test_operator_runs_one_replica_with_recreate_and_hardened_pod() -> None:
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
-    assert not any(a.startswith("--namespace") for a in container["args"])  # all namespaces by default
+    # the release namespace only by default (test_by_default_no_cluster_wide_access_to_secrets_or_config_maps)
+    assert [a for a in container["args"] if a.startswith("--namespace")] == [f"--namespace={RELEASE_NAMESPACE}"]
     digest = by_kind(render(OPERATOR_CHART, "all-features.yaml"), "Deployment")
     operator = next(d for d in digest if d["metadata"]["name"] == "voicefleet-operator")
     assert operator["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
@@ -153,8 +159,12 @@ def _rules(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
+NAMESPACE_RULES = {"customresourcedefinitions", "namespaces"}
+
+
 def test_rbac_is_least_privilege() -> None:
-    (role,) = by_kind(render(OPERATOR_CHART), "ClusterRole")
+    """The rules the operator needs in a namespace it serves, as the chart grants them with watchAnyNamespace."""
+    (role,) = by_kind(render(OPERATOR_CHART, sets=("operator.watchAnyNamespace=true",)), "ClusterRole")
     granted = _rules(role)
     assert not [g for g in granted if "*" in g], "no wildcards"
     assert not [g for g in granted if g[2] in ("deletecollection", "escalate", "bind", "impersonate")]
@@ -170,18 +180,43 @@ def test_rbac_is_least_privilege() -> None:
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in granted
 
 
+def test_by_default_no_cluster_wide_access_to_secrets_or_config_maps() -> None:
+    """The default install: a Role in the release namespace only, a ClusterRole for CRD discovery and namespaces."""
+    docs = render(OPERATOR_CHART)
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert {r for _, r, _ in _rules(cluster_role)} == NAMESPACE_RULES
+    namespaces = [r for r in cluster_role["rules"] if r["resources"] == ["namespaces"] and "get" in r["verbs"]]
+    assert [r.get("resourceNames") for r in namespaces] == [["kube-system"]], "reads one namespace only"
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] == role["metadata"]["name"]
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={RELEASE_NAMESPACE}"]
+
+
 def test_namespaced_mode_grants_roles_only_in_the_watched_namespaces() -> None:
     docs = render(OPERATOR_CHART, "namespaced.yaml")
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert {r for _, r, _ in _rules(cluster_role)} == {"customresourcedefinitions", "namespaces"}
+    assert {r for _, r, _ in _rules(cluster_role)} == NAMESPACE_RULES
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["voice-a", "voice-b"]
-    clusterwide = _rules(by_kind(render(OPERATOR_CHART), "ClusterRole")[0])
-    assert _rules(roles[0]) == [g for g in clusterwide if g[1] not in ("customresourcedefinitions", "namespaces")]
+    clusterwide = _rules(by_kind(render(OPERATOR_CHART, sets=("operator.watchAnyNamespace=true",)), "ClusterRole")[0])
+    assert _rules(roles[0]) == [g for g in clusterwide if g[1] not in NAMESPACE_RULES]
     bindings = by_kind(docs, "RoleBinding")
     assert {b["subjects"][0]["namespace"] for b in bindings} == {RELEASE_NAMESPACE}
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=voice-a", "--namespace=voice-b"]
+
+
+def test_every_namespace_is_an_explicit_choice() -> None:
+    """watchAnyNamespace: a ClusterRole with the namespace rules, no Role, and the operator watching everywhere."""
+    docs = render(OPERATOR_CHART, "namespaced.yaml", sets=("operator.watchAnyNamespace=true",))
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert ("", "secrets", "watch") in _rules(cluster_role)
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--namespace")]
 
 
 @pytest.mark.parametrize(
@@ -316,7 +351,7 @@ def test_dashboard_config_map_carries_the_generated_dashboard() -> None:
 
 
 def test_the_fleet_channel_admits_only_agent_pods() -> None:
-    for values in ((), ("namespaced.yaml",)):
+    for values in (("every-namespace.yaml",), ("namespaced.yaml",)):
         docs = render(OPERATOR_CHART, *values)
         (policy,) = by_kind(docs, "NetworkPolicy")
         (deployment,) = by_kind(docs, "Deployment")
@@ -334,8 +369,13 @@ def test_the_fleet_channel_admits_only_agent_pods() -> None:
         assert source["podSelector"]["matchLabels"], "not every pod"
         others = [r for r in policy["spec"]["ingress"] if r is not fleet_rule]
         assert all("from" not in r and ports["fleet"] not in {p["port"] for p in r["ports"]} for r in others)
-        if values:
+        if values == ("namespaced.yaml",):
             assert source["namespaceSelector"]["matchExpressions"][0]["values"] == ["voice-a", "voice-b"]
+        else:
+            assert source["namespaceSelector"] == {}, "agent pods of every namespace"
+    (policy,) = by_kind(render(OPERATOR_CHART), "NetworkPolicy")
+    (source,) = policy["spec"]["ingress"][0]["from"]
+    assert source["namespaceSelector"]["matchExpressions"][0]["values"] == [RELEASE_NAMESPACE]
     assert not by_kind(render(OPERATOR_CHART, sets=("networkPolicy.enabled=false",)), "NetworkPolicy")
 
 

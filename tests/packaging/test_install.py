@@ -34,6 +34,7 @@ from packaging_kit import (
 
 from testground.kube import AUDIT_LOG, Cluster, KubeStack
 from testground.operator import Namespace, OperatorProcess, load_examples, wait_for
+from voicefleet_operator.desired import SECRETS_HASH_ANNOTATION
 from voicefleet_operator.models import VoiceAgentSpec
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,8 @@ pytestmark = pytest.mark.integration
 STUB_CRDS = Path(__file__).with_name("stub-crds.yaml")
 SERVICE_ACCOUNT = f"system:serviceaccount:{RELEASE_NAMESPACE}:voicefleet-operator"
 APPLIER = "kubectl-client-side-apply"
+# all-features.yaml's operator.watchNamespaces: `voice` also holds the all-features ScaledObject
+WATCHED = ("voice", "argo-health", "no-rights")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,8 @@ def installed(ground: Cluster) -> Cluster:
     )
     ground.kubectl("apply", "-f", str(STUB_CRDS))
     ground.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(STUB_CRDS))
-    ground.kubectl("create", "namespace", "voice")  # where the all-features ScaledObject points
+    for namespace in WATCHED:  # the chart's Roles go into them, so they exist first (docs/install.md says so)
+        ground.kubectl("create", "namespace", namespace)
     _helm(
         ground, "install", RELEASE, str(OPERATOR_CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
         "-f", str(VALUES / "all-features.yaml"),
@@ -113,7 +117,13 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     whoami = _as_operator(operator_kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
     assert whoami.stdout == SERVICE_ACCOUNT, whoami.stderr
-    process = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"))
+    # the namespaces the chart's Deployment passes (--namespace each), as the pod would run
+    deployments = by_kind(render(OPERATOR_CHART, "all-features.yaml"), "Deployment")
+    (deployment,) = [d for d in deployments if d["metadata"]["name"] == "voicefleet-operator"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    namespaces = tuple(a.removeprefix("--namespace=") for a in args if a.startswith("--namespace="))
+    assert namespaces == WATCHED
+    process = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), namespaces=namespaces)
     process.start()
     yield process
     process.stop()
@@ -121,8 +131,6 @@ def operator(
 
 def _fleet(cluster: Cluster, name: str) -> Namespace:
     ns = Namespace(cluster, name)
-    if ns.kubectl("get", "namespace", name, check=False).returncode:
-        cluster.kubectl("create", "namespace", name)
     result = ns.apply(*load_examples(ROOT / "examples"))
     assert result.returncode == 0, result.stderr
     ns.kubectl("wait", "--for=condition=Ready", "voiceagent/tasks", "--timeout=120s")
@@ -166,9 +174,27 @@ def test_operator_reconciles_with_the_chart_rbac(fleet: Namespace, operator: Ope
     assert "voicefleet_operator_reconciles_total" in operator.metrics()
 
 
+def test_a_secret_change_rolls_the_pods_under_the_namespaced_role(fleet: Namespace) -> None:
+    """The operator watches Secrets only where its Role lets it (no cluster-wide watch): a rotated key it references
+    still reaches the pod template at once."""
+
+    def secrets_hash() -> str:
+        deployment = fleet.get("deployment", "tasks") or {}
+        return str(deployment["spec"]["template"]["metadata"]["annotations"][SECRETS_HASH_ANNOTATION])
+
+    before = secrets_hash()
+    rotate = '{"stringData":{"openai":"%s"}}'
+    fleet.kubectl("patch", "secret", "provider-keys", "--type=merge", "-p", rotate % "rotated")
+    try:
+        wait_for("the pod template to carry the rotated Secret", lambda: secrets_hash() != before, timeout=60)
+    finally:  # examples/ as applied again: the tests below diff the live objects against them
+        fleet.kubectl("patch", "secret", "provider-keys", "--type=merge", "-p", rotate % "offline")
+
+
 ALLOWED = [
     ("get", "secrets", "voice"),
-    ("watch", "secrets", ""),
+    ("watch", "secrets", "voice"),
+    ("list", "configmaps", "argo-health"),
     ("patch", "voiceagents.voicefleet.io", "voice"),
     ("patch", "voiceagents.voicefleet.io/status", "voice"),
     ("patch", "providerpolicies.voicefleet.io/status", "voice"),
@@ -194,7 +220,17 @@ DENIED = [
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("impersonate", "serviceaccounts", "voice"),
-    ("list", "namespaces", ""),
+    # no cluster-wide access to Secrets or ConfigMaps, nor any in a namespace it does not serve
+    ("list", "secrets", ""),
+    ("watch", "secrets", ""),
+    ("get", "secrets", "kube-system"),
+    ("get", "secrets", RELEASE_NAMESPACE),
+    ("list", "configmaps", ""),
+    ("watch", "configmaps", ""),
+    ("get", "configmaps", "default"),
+    ("create", "secrets", "default"),
+    ("patch", "secrets", "kube-system"),
+    ("get", "namespaces", "default"),
 ]
 
 
@@ -319,6 +355,12 @@ OTHER_PATHS = {
     ("", "configmaps", "get"): "a spec's instructionsConfigMapRef (Reconciler._gather)",
     ("voicefleet.io", "providerpolicies", "get"): "a ProviderPolicy no watch event has shown yet (read cache miss)",
     ("", "namespaces", "get"): "the cluster's identity in a phone channel's SIP objects (Kube.cluster_id)",
+    ("voicefleet.io", "voiceagents", "get"): "a VoiceAgent no watch event has shown yet (read cache miss)",
+    ("apps", "deployments", "get"): "a Deployment no watch of ours shows (a name held by another object)",
+    # the first write of a child whose dry run shows it exists (after a restart; a NameConflict)
+    ("", "serviceaccounts", "get"): "an existing child: is it ours? (Reconciler._conflict)",
+    ("", "services", "get"): "an existing child: is it ours? (Reconciler._conflict)",
+    ("policy", "poddisruptionbudgets", "get"): "an existing child: is it ours? (Reconciler._conflict)",
 }
 
 
@@ -350,12 +392,16 @@ def test_every_rule_the_chart_grants_is_one_the_operator_uses(fleet: Namespace, 
     wait_for("the operator's HPA deleted", lambda: fleet.get("hpa", "tasks") is None)
     fleet.kubectl("patch", "voiceagent", "tasks", "--type=merge", "-p", '{"spec":{"scaling":{"autoscaler":"HPA"}}}')
     wait_for("the HPA back", lambda: fleet.get("hpa", "tasks") is not None)
-    (role,) = by_kind(render(OPERATOR_CHART, "all-features.yaml"), "ClusterRole")
+    docs = render(OPERATOR_CHART, "all-features.yaml")
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(WATCHED)
     used = _used(fleet.cluster)
     applied = {(g, r) for g, r, v in used if v == "patch" and "/" not in r}
     # server-side apply: one PATCH request that creates the object when absent, so it needs `create` too
     used |= {(g, r, "create") for g, r in applied}
-    unused = sorted(_granted(role) - used - AUTHORIZED_ONLY - set(OTHER_PATHS))
+    granted = _granted(cluster_role).union(*(_granted(r) for r in roles))
+    unused = sorted(granted - used - AUTHORIZED_ONLY - set(OTHER_PATHS))
     assert not unused, f"granted but never used by the operator: {unused}"
 
 
@@ -385,9 +431,10 @@ def test_uninstalling_the_crd_chart_keeps_crds_and_fleets(installed: Cluster, fl
 def test_negative_control_the_operator_acts_as_the_service_account(
     installed: Cluster, operator: OperatorProcess
 ) -> None:
-    """Take Deployment rights away from the chart's ClusterRole: reconciles must now fail. Without this, the proofs
-    above could pass with an operator that somehow ran with more rights than the chart grants."""
-    original = json.loads(installed.kubectl("get", "clusterrole", "voicefleet-operator", "-o", "json").stdout)
+    """Take Deployment rights away from the chart's Role in one namespace: reconciles there must now fail. Without
+    this, the proofs above could pass with an operator that somehow ran with more rights than the chart grants."""
+    role = ("-n", "no-rights", "get", "role", "voicefleet-operator", "-o", "json")
+    original = json.loads(installed.kubectl(*role).stdout)
     del original["metadata"]["resourceVersion"]  # replace unconditionally
     reduced = json.loads(json.dumps(original))
     reduced["rules"] = [r for r in reduced["rules"] if "deployments" not in r["resources"]]
@@ -401,7 +448,6 @@ def test_negative_control_the_operator_acts_as_the_service_account(
 
     before = failed()
     try:
-        installed.kubectl("create", "namespace", "no-rights")
         ns = Namespace(installed, "no-rights")
         assert ns.apply(*load_examples(ROOT / "examples")).returncode == 0
         wait_for("a reconcile refused by RBAC", lambda: failed() > before)

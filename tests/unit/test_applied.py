@@ -121,3 +121,27 @@ def test_policy_bookkeeping_wakes_no_agent_and_a_flip_only_their_status() -> Non
 
 def test_a_new_policy_renders_its_waiting_agents() -> None:
     assert Followers().change("ns", "default", view(_policy(), {"stt": "deepgram"})) is Change.RENDER
+
+
+def test_an_hpa_status_update_is_not_drift_but_a_spec_edit_is() -> None:
+    """The API server keeps no generation for HPAs: each status write of the HPA controller (its current metrics, every
+    sync with sessions coming and going) is a new resourceVersion, and must not re-apply the HPA."""
+    manifest = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "tasks", "namespace": "ns"},
+        "spec": {"minReplicas": 2, "maxReplicas": 10},
+    }
+    applied = Applied()
+    answer = copy.deepcopy(manifest)
+    answer["metadata"].update(uid="u1", resourceVersion="100")
+    applied.record(manifest, answer)
+    synced = copy.deepcopy(answer)
+    synced["metadata"]["resourceVersion"] = "101"
+    synced["status"] = {"currentMetrics": [{"type": "Pods"}], "desiredReplicas": 2}
+    assert not applied.observe(synced, deleted=False)
+    assert applied.fresh(manifest)
+    edited = copy.deepcopy(synced)
+    edited["spec"]["maxReplicas"] = 99
+    assert applied.observe(edited, deleted=False)
+    assert not applied.fresh(manifest)

@@ -71,11 +71,23 @@ app.kubernetes.io/name: voicefleet-agent
 app.kubernetes.io/managed-by: voicefleet-operator
 {{- end }}
 
+{{/* The namespaces the operator serves, as a JSON list; [] means every namespace (operator.watchAnyNamespace). */}}
+{{- define "voicefleet.namespaces" -}}
+{{- if .Values.operator.watchAnyNamespace }}
+{{- list | toJson }}
+{{- else if .Values.operator.watchNamespaces }}
+{{- .Values.operator.watchNamespaces | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* Namespaces selector for monitors of agents: the watched namespaces, else all. */}}
 {{- define "voicefleet.agentNamespaceSelector" -}}
-{{- if .Values.operator.watchNamespaces }}
+{{- $namespaces := include "voicefleet.namespaces" . | fromJsonArray }}
+{{- if $namespaces }}
 matchNames:
-{{- range .Values.operator.watchNamespaces }}
+{{- range $namespaces }}
   - {{ . | quote }}
 {{- end }}
 {{- else }}
