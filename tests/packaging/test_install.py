@@ -178,12 +178,15 @@ ALLOWED = [
     ("create", "poddisruptionbudgets.policy", "voice"),
     ("create", "events", "voice"),
     ("watch", "pods", "voice"),  # agent pods, for FleetConnected
+    ("patch", "pods", "voice"),  # their pod-deletion-cost
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
 ]
 DENIED = [
     ("delete", "secrets", "voice"),
     ("update", "secrets", "voice"),
     ("create", "pods", "voice"),
+    ("delete", "pods", "voice"),
+    ("update", "pods", "voice"),
     ("create", "pods/exec", "voice"),
     ("delete", "deployments.apps", "voice"),
     ("update", "deployments.apps", "voice"),
@@ -319,6 +322,8 @@ OTHER_PATHS = {
     ("", "configmaps", "get"): "a spec's instructionsConfigMapRef (Reconciler._gather)",
     ("voicefleet.io", "providerpolicies", "get"): "a ProviderPolicy no watch event has shown yet (read cache miss)",
     ("", "namespaces", "get"): "the cluster's identity in a phone channel's SIP objects (Kube.cluster_id)",
+    ("", "pods", "patch"): "agent pods' deletion costs, from the custom metrics API this control plane does not serve "
+    "(tests/e2e/test_scalein.py has it)",
 }
 
 
