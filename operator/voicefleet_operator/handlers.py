@@ -80,9 +80,15 @@ def _ns(namespace: str | None) -> str:
     return namespace
 
 
+def _not_a_quiet_tick(record: logging.LogRecord) -> bool:
+    # every VoiceAgent's sessions timer succeeds every few seconds: one line each would drown the log
+    return record.getMessage() != "Timer 'sessions' succeeded."
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    logging.getLogger("kopf.objects").addFilter(_not_a_quiet_tick)
     settings.persistence.diffbase_storage = HashedDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Only warnings and our own transitions become Events: posting every INFO log line floods the queue, and one

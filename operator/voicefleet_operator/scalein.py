@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge
 
 from voicefleet_agent import contract
 from voicefleet_operator.applied import status_unchanged
-from voicefleet_operator.desired import AGENT_POD_NAME, INSTANCE_LABEL
+from voicefleet_operator.desired import selector_labels
 from voicefleet_operator.kube import MetricsUnavailable, VoiceAgentResource
 from voicefleet_operator.sessions import (
     DEFAULT_COST_INTERVAL_S,
@@ -36,7 +36,7 @@ METRICS_API_UP = Gauge(
 )
 COST_WRITES = Counter("voicefleet_operator_deletion_cost_writes_total", "pod-deletion-cost annotations written")
 BACKOFF_MIN_S = 15.0
-BACKOFF_MAX_S = 300.0
+BACKOFF_MAX_S = 60.0  # an adapter installed later is found within a minute
 
 
 class SessionsStore(Protocol):
@@ -47,7 +47,7 @@ class SessionsStore(Protocol):
 
 def agent_selector(name: str) -> str:
     """The label selector of a VoiceAgent's agent pods (the Deployment's, which the HPA passes too)."""
-    return f"{INSTANCE_LABEL}={name},app.kubernetes.io/name={AGENT_POD_NAME}"
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
 
 
 class FleetSessions:
