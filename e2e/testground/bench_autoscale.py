@@ -131,6 +131,7 @@ async def measure(ground: NodeGround, n: int) -> dict[str, Any]:
         for call in calls:
             await hang_up(call)
     result["calls"] = len(calls) + unplaced
+    result["redispatched"] = sum(c.redispatched for c in calls)
     result["dropped_calls"] = unplaced + sum(1 for c in calls if c.dropped or c.room in unanswered)
     return result
 
@@ -159,7 +160,7 @@ def main() -> int:
     result = run(args.calls)
     for key in ("hpa_sees_sessions_s", "first_new_pod_ready_s", "scale_out_s", "scale_in_s",
                 "rollout_new_pods_ready_s", "rollout_done_s", "rollout_new_call_on_new_pod", "pods_left",
-                "calls", "dropped_calls", "total_s", "load_average"):  # fmt: skip
+                "calls", "dropped_calls", "redispatched", "total_s", "load_average"):  # fmt: skip
         print(f"{key:<30}{json.dumps(result.get(key)):>16}")
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

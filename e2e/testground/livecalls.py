@@ -19,6 +19,10 @@ from voiceroom import Caller, LiveKitCredentials
 AGENT = "tasks"  # examples/20-voiceagent.yaml
 AGENT_NAME = "task-manager"
 GREETING_TIMEOUT = 180.0  # dispatch → job process → session → first words, on a loaded 2-core machine
+# At load ≈ 50 on 2 cores a worker can answer livekit-server's job offer after its deadline; LiveKit then drops the
+# dispatch ("failed to assign job to worker ... context deadline exceeded", retry false) and no agent ever joins.
+# A caller whose agent has not joined by then dispatches once more (counted in `Call.redispatched`).
+JOIN_BEFORE_REDISPATCH_S = 60.0
 # three agent pods with the default requests (500m CPU) do not fit the real node's 2 CPUs beside the chart's pods
 SMALL_RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 
@@ -30,6 +34,7 @@ class Call:
     caller: Caller
     pod: str = ""
     greeted_s: float | None = None
+    redispatched: int = 0
     hung_up_at: float | None = None
     agent_left_at: list[float] = field(default_factory=list)
 
@@ -57,6 +62,11 @@ async def place_call(livekit: Any, label: str) -> Call:
     started = time.monotonic()
     try:
         await caller.dispatch(AGENT_NAME)
+        try:
+            await caller.wait_agent_joined(JOIN_BEFORE_REDISPATCH_S)
+        except TimeoutError:
+            call.redispatched += 1
+            await caller.dispatch(AGENT_NAME)
         await caller.greeting(timeout=GREETING_TIMEOUT)
     except BaseException:
         await hang_up(call)

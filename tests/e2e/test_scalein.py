@@ -79,7 +79,8 @@ async def calls_on_pods(ground: NodeGround, labels: list[str]) -> list[Call]:
     try:
         for label in labels:
             calls.append(await place_call(ground.livekit, label))
-            report(f"{label}: dispatch → greeting heard", f"{calls[-1].greeted_s:.1f} s")
+            again = " (dispatched again: LiveKit dropped the first)" if calls[-1].redispatched else ""
+            report(f"{label}: dispatch → greeting heard{again}", f"{calls[-1].greeted_s:.1f} s")
         for call in calls:
             call.pod = await asyncio.to_thread(pod_of, ground.cluster, call.room)
     except BaseException:
