@@ -7,7 +7,7 @@ ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all venv system-deps bins page images crds charts-sync docs crds-check lint typecheck test unit demo run testground-up testground-down \
-	bench-reconcile bench-scale bench-voice bench-failover bench-phone bench-cold clean
+	bench-reconcile bench-scale bench-autoscale bench-voice bench-failover bench-phone bench-cold clean
 
 all: test
 
@@ -104,6 +104,10 @@ bench-reconcile: venv system-deps bins
 
 bench-scale: venv system-deps bins
 	$(PY) -m testground.bench_scale $(ARGS)
+
+# Live calls on the real node through the metrics loop: scale-out, scale-in and a rollout, calls dropped (needs root).
+bench-autoscale: venv system-deps bins
+	$(PY) -m testground.bench_autoscale $(ARGS)
 
 bench-voice: venv system-deps bins
 	$(PY) -m voiceroom.bench_voice $(ARGS)

@@ -322,6 +322,19 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 width=8,
             ),
             Panel(
+                "Sessions API and deletion costs",
+                "Whether the operator reads sessions from custom.metrics.k8s.io (status.sessions; 0: the adapter is "
+                "missing or down), and the pod-deletion-cost writes that keep scale-in off busy pods.",
+                (
+                    Target("min(voicefleet_operator_custom_metrics_up)", "custom metrics API up"),
+                    Target(
+                        f"sum(increase(voicefleet_operator_deletion_cost_writes_total[{WINDOW}]))",
+                        "deletion-cost writes",
+                    ),
+                ),
+                width=8,
+            ),
+            Panel(
                 "Reconcile duration",
                 "p50 and p95 of one reconcile.",
                 tuple(

@@ -44,6 +44,8 @@ KINDS = (
             _READY,
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
+            {"name": "Full", "type": "integer", "jsonPath": ".status.fullPods", "priority": 1},
+            {"name": "Draining", "type": "integer", "jsonPath": ".status.draining", "priority": 1},
             {"name": "STT", "type": "string", "jsonPath": ".status.providers.stt"},
             {"name": "Browser", "type": "string", "jsonPath": ".status.browser.url"},
             _AGE,

@@ -25,6 +25,7 @@ from voicefleet_operator.phonesync import PeriodicTelephony
 from voicefleet_operator.probes import probe
 from voicefleet_operator.readcache import Watched
 from voicefleet_operator.reconcile import Reconciler, utcnow
+from voicefleet_operator.scalein import FleetSessions
 
 RETRY_SECONDS = 15
 ENV_FLEET_LISTEN = "VOICEFLEET_FLEET_LISTEN"  # host:port of the fleet channel
@@ -32,6 +33,8 @@ ENV_FLEET_LISTEN = "VOICEFLEET_FLEET_LISTEN"  # host:port of the fleet channel
 ENV_FLEET_GRACE = "VOICEFLEET_FLEET_GRACE_SECONDS"
 # Drift repair and LiveKit comparison interval; tests shorten it.
 RESYNC_SECONDS = float(os.environ.get("VOICEFLEET_RESYNC_SECONDS", "60"))
+# How often each VoiceAgent's live sessions are read from the custom metrics API (status.sessions, deletion costs).
+SESSIONS_SECONDS = float(os.environ.get("VOICEFLEET_SESSIONS_SECONDS", "10"))
 CHILDREN = (
     ("", "v1", "serviceaccounts"),
     ("", "v1", "configmaps"),
@@ -77,9 +80,15 @@ def _ns(namespace: str | None) -> str:
     return namespace
 
 
+def _not_a_quiet_tick(record: logging.LogRecord) -> bool:
+    # every VoiceAgent's sessions timer succeeds every few seconds: one line each would drown the log
+    return record.getMessage() != "Timer 'sessions' succeeded."
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    logging.getLogger("kopf.objects").addFilter(_not_a_quiet_tick)
     settings.persistence.diffbase_storage = HashedDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Only warnings and our own transitions become Events: posting every INFO log line floods the queue, and one
@@ -96,6 +105,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     host, _colon, port = os.environ.get(ENV_FLEET_LISTEN, "0.0.0.0:8090").rpartition(":")
     memo.fleet_runner = await fleet.serve(host, int(port))
     memo.failover = Failover(kube, fleet, emit=_emit, probe=probe, clock=utcnow)
+    memo.sessions = FleetSessions(kube)
     memo.reconciler = Reconciler(
         kube,
         emit=_emit,
@@ -189,8 +199,16 @@ async def watch_providers(name: str, namespace: str | None, memo: Any, **_: Any)
 
 @kopf.on.event("", "v1", "pods", labels=AGENT_POD_LABELS)
 async def agent_pod(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    """Which agent pods are ready, for FleetConnected: kept in memory, nothing is read or written."""
+    """Which agent pods are ready (FleetConnected), draining, and their deletion costs: kept in memory."""
     memo.reconciler.pods.saw(body, deleted=type == "DELETED", now=time.monotonic())
+    memo.sessions.saw_pod(body, deleted=type == "DELETED")
+
+
+@kopf.timer(GROUP, VERSION, "voiceagents", interval=SESSIONS_SECONDS, initial_delay=min(SESSIONS_SECONDS, 5.0))
+async def sessions(name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, memo: Any, **_: Any) -> None:
+    """status.sessions, full and draining pods, and the pods' deletion costs, from the metric the HPA reads."""
+    max_sessions = spec.get("scaling", {}).get("maxSessionsPerPod")
+    await memo.sessions.tick(_ns(namespace), name, max_sessions, status)
 
 
 def _owner(body: kopf.Body) -> str | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import quote
 
+import httpx2 as httpx
 from lightkube import ApiError, AsyncClient, codecs
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod, Secret
 from lightkube.types import PatchType
 
 from voicefleet_operator.desired import FIELD_MANAGER, controlled_by
@@ -29,6 +31,13 @@ REFUSALS = frozenset({400, 403, 404, 422})
 
 class WriteRejected(Exception):
     """The API server refused a write; the message names the object and quotes the server."""
+
+
+class MetricsUnavailable(Exception):
+    """The custom metrics API did not answer (not registered, its adapter down, or refused): the message says how."""
+
+
+CUSTOM_METRICS = "/apis/custom.metrics.k8s.io/v1beta1"
 
 
 class Kube:
@@ -135,3 +144,28 @@ class Kube:
                 raise
             return None
         return obj.to_dict() if obj is not None else None
+
+    async def pod_metric(self, namespace: str, metric: str, selector: str) -> dict[str, Any]:
+        """The custom metrics API's MetricValueList of `metric` for the pods matching `selector`, as the HPA
+        controller reads it. Raises MetricsUnavailable when that API does not answer with one."""
+        path = f"{CUSTOM_METRICS}/namespaces/{quote(namespace)}/pods/*/{quote(metric)}"
+        # lightkube has no resource type for an aggregated API's list; its HTTP client has the server and credentials
+        http: httpx.AsyncClient = self.client._client._client
+        try:
+            answer = await http.get(path, params={"labelSelector": selector})
+        except httpx.HTTPError as error:
+            raise MetricsUnavailable(f"GET {path}: {error!r}") from error
+        if answer.status_code != 200:
+            raise MetricsUnavailable(f"GET {path}: {answer.status_code} {answer.text[:300].strip()}")
+        found: dict[str, Any] = answer.json()
+        return found
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge `annotations` into a pod's metadata (a pod that went meanwhile is no error)."""
+        try:
+            await self.client.patch(
+                Pod, name, {"metadata": {"annotations": annotations}}, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as error:
+            if not _missing(error):
+                raise

@@ -614,7 +614,19 @@ class VoiceAgentStatus(Model):
     conditions: ConditionList
     replicas: int | None = Field(default=None, description="Pods of the agent Deployment.")
     ready_replicas: int | None = Field(default=None, description="Ready pods.")
-    sessions: int | None = Field(default=None, description="Active sessions across the fleet.")
+    sessions: int | None = Field(
+        default=None,
+        description="Active sessions across the fleet, from the custom metrics API the HPA reads "
+        "(voicefleet_agent_active_sessions).",
+    )
+    full_pods: int | None = Field(
+        default=None, description="Pods at scaling.maxSessionsPerPod: LiveKit sends them no new session."
+    )
+    draining: int | None = Field(
+        default=None,
+        description="Agent pods terminating (scale-in, rollout): they take no new session and finish their calls "
+        "within drain.gracePeriodSeconds.",
+    )
     providers: ActiveProviders | None = Field(default=None, description="Providers in use.")
     config_hash: str | None = Field(default=None, description="Hash of the rendered agent config.")
     phone: PhoneStatus | None = Field(default=None, description="LiveKit SIP objects of the phone channel.")

@@ -174,9 +174,14 @@ def test_rbac_is_least_privilege() -> None:
     secrets = {verb for group, resource, verb in granted if resource == "secrets"}
     # written: only the fleet-token Secret of each VoiceAgent (a child, server-side applied); never deleted
     assert secrets == {"get", "list", "watch", "create", "patch"}
-    assert not [g for g in granted if g[1] in ("nodes", "roles", "rolebindings", "clusterroles") or "pods/" in g[1]]
-    # pods: only which agent pods are ready (a label-selected watch, for FleetConnected); never read, made or exec'd
-    assert {verb for _, resource, verb in granted if resource == "pods"} == {"list", "watch"}
+    core = [g for g in granted if g[0] == ""]
+    assert not [g for g in core if g[1] in ("nodes", "roles", "rolebindings", "clusterroles") or "pods/" in g[1]]
+    # pods: which agent pods are ready or draining (a label-selected watch), and their pod-deletion-cost annotation
+    # (patch); never read one by one, made, deleted or exec'd
+    assert {verb for group, resource, verb in core if resource == "pods"} == {"list", "watch", "patch"}
+    # the custom metrics API: only the agents' sessions metric, as the HPA reads it
+    metrics = [g for g in granted if g[0] == "custom.metrics.k8s.io"]
+    assert metrics == [("custom.metrics.k8s.io", "pods/voicefleet_agent_active_sessions", "get")]
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in granted
 
 

@@ -204,12 +204,15 @@ ALLOWED = [
     ("create", "poddisruptionbudgets.policy", "voice"),
     ("create", "events", "voice"),
     ("watch", "pods", "voice"),  # agent pods, for FleetConnected
+    ("patch", "pods", "voice"),  # their pod-deletion-cost
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
 ]
 DENIED = [
     ("delete", "secrets", "voice"),
     ("update", "secrets", "voice"),
     ("create", "pods", "voice"),
+    ("delete", "pods", "voice"),
+    ("update", "pods", "voice"),
     ("create", "pods/exec", "voice"),
     ("delete", "deployments.apps", "voice"),
     ("update", "deployments.apps", "voice"),
@@ -361,6 +364,8 @@ OTHER_PATHS = {
     ("", "serviceaccounts", "get"): "an existing child: is it ours? (Reconciler._conflict)",
     ("", "services", "get"): "an existing child: is it ours? (Reconciler._conflict)",
     ("policy", "poddisruptionbudgets", "get"): "an existing child: is it ours? (Reconciler._conflict)",
+    ("", "pods", "patch"): "agent pods' deletion costs, from the custom metrics API this control plane does not serve "
+    "(tests/e2e/test_scalein.py has it)",
 }
 
 

@@ -140,8 +140,13 @@ Least privilege, verb by verb, for what the operator does (tests/packaging prove
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [pods]
-  # which agent pods are ready, for FleetConnected (label-selected: agent pods only)
-  verbs: [list, watch]
+  # which agent pods are ready (FleetConnected) and draining (label-selected: agent pods only); patch: their
+  # controller.kubernetes.io/pod-deletion-cost, so that scale-in removes idle pods first
+  verbs: [list, watch, patch]
+- apiGroups: [custom.metrics.k8s.io]
+  resources: [pods/voicefleet_agent_active_sessions]
+  # the agents' live sessions as the HPA reads them: status.sessions and the pods' deletion costs
+  verbs: [get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
