@@ -52,6 +52,8 @@ class Channel:
     agents: dict[str, Agent] = field(default_factory=dict)
     errors: dict[str, set[str]] = field(default_factory=dict)  # provider → agents that reported errors
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reports: set[str] = field(default_factory=set)  # providers reported since the policy's daemon last looked
+    alert: asyncio.Event | None = None  # the daemon's: set on a report, so it probes the provider at once
 
     def publish(self, generation: int, active: dict[str, str]) -> None:
         if generation == self.generation and active == self.active:
@@ -65,6 +67,14 @@ class Channel:
         for provider, count in errors.items():
             if count > 0:
                 self.errors.setdefault(provider, set()).add(agent)
+                self.reports.add(provider)
+        if self.reports and self.alert is not None:
+            self.alert.set()
+
+    def take_reports(self) -> set[str]:
+        """The providers agents reported errors from since the last call: a hint to probe them now."""
+        reports, self.reports = self.reports, set()
+        return reports
 
     def rollout(self, now: float) -> tuple[int, int]:
         """(agents on the current generation, agents heard from recently)."""

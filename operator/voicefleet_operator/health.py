@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -34,7 +33,8 @@ class ProviderHealth:
     last_probe: datetime | None = None
 
 
-# while a provider is suspect (failed, not yet unhealthy), probe again this soon instead of a whole interval later
+# while a provider is suspect (failed, not yet unhealthy), or agents report errors from it, probe again this soon
+# instead of a whole interval later
 CONFIRM_INTERVAL_S = 0.5
 
 
@@ -44,13 +44,33 @@ def probe_deadline(check: HealthCheckSpec) -> float:
     return min(float(check.timeout_seconds), check.latency_threshold_ms / 1000)
 
 
-def next_probe_in(check: HealthCheckSpec, providers: Iterable[ProviderHealth]) -> float:
-    """The probe interval, shortened to confirm a suspect provider quickly: ``failureThreshold`` failures in a row
-    still decide (no flapping), they are only gathered sooner."""
-    interval = float(check.interval_seconds)
-    if any(h.healthy and h.consecutive_failures > 0 for h in providers):
-        return min(interval, CONFIRM_INTERVAL_S)
-    return interval
+def suspect(health: ProviderHealth) -> bool:
+    """Failed lately but not (yet) unhealthy: the hysteresis is gathering its failures in a row."""
+    return health.healthy and health.consecutive_failures > 0
+
+
+def probe_wait(
+    check: HealthCheckSpec,
+    health: ProviderHealth,
+    last_started: float | None,
+    in_flight: int,
+    now: float,
+    reported: bool = False,
+) -> float | None:
+    """Seconds until the provider's next probe should start (0: now), None while no further probe may start.
+
+    A settled provider is probed every ``intervalSeconds``, one probe at a time. A suspect one is probed every
+    CONFIRM_INTERVAL_S, without waiting for a slow probe to end (at most as many in flight as failures are still
+    missing): ``failureThreshold`` failures in a row still decide, they are only gathered sooner. Errors reported by
+    the fleet's agents bring the next probe forward the same way (a hint: only the probes count)."""
+    hurried = suspect(health)
+    room = max(1, check.failure_threshold - health.consecutive_failures) if hurried else 1
+    if in_flight >= room:
+        return None
+    if last_started is None:
+        return 0.0
+    gap = CONFIRM_INTERVAL_S if hurried or reported else float(check.interval_seconds)
+    return max(0.0, last_started + gap - now)
 
 
 def failed(observation: Observation, check: HealthCheckSpec) -> bool:
@@ -123,7 +143,8 @@ def choose(
     """The provider a modality should use now."""
     if override:
         return Choice(override, "Override")
-    healthy = [name for name in chain if health.get(name, ProviderHealth()).healthy]
+    states = {name: health.get(name, ProviderHealth()) for name in chain}
+    healthy = [name for name in chain if states[name].healthy]
     if current not in chain:
         current = None
     if not healthy:
@@ -133,9 +154,14 @@ def choose(
     if current is None:
         return Choice(best, "Preferred" if best == chain[0] else "FailedOver")
     if current not in healthy:
-        return Choice(best, "FailedOver")
+        # Move only to a provider whose latest check passed: when the others fail too (a loaded machine, the
+        # operator's own network), moving the fleet gains nothing and would flap.
+        target = next((name for name in healthy if not suspect(states[name])), None)
+        if target is None:
+            return Choice(current, "Preferred" if current == chain[0] else "FailedOver")
+        return Choice(target, "FailedOver")
     if chain.index(best) < chain.index(current):
-        since = health.get(best, ProviderHealth()).since
+        since = states[best].since
         held = since is None or now - since >= timedelta(seconds=failback.hold_seconds)
         if failback.mode == "Automatic" and held:
             return Choice(best, "FailedBack")
