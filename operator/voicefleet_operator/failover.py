@@ -56,7 +56,7 @@ class _Prober:
     """One provider's probes: when the last one started, and those still running."""
 
     last_started: float | None = None
-    in_flight: set[asyncio.Task[tuple[health.Observation, float]]] = field(default_factory=set)
+    in_flight: dict[asyncio.Task[tuple[health.Observation, float]], float] = field(default_factory=dict)  # → start
 
     def start(
         self,
@@ -67,13 +67,14 @@ class _Prober:
     ) -> None:
         task = asyncio.get_running_loop().create_task(probe, name=f"voicefleet.probe.{target[0]}.{target[1]}")
         task.add_done_callback(lambda _: wake.set())
-        self.in_flight.add(task)
+        self.in_flight[task] = now
         self.last_started = now
 
     def reap(self) -> list[tuple[health.Observation, float]]:
         """The observations of the probes that ended (a probe never raises: ``probes.probe`` returns failures)."""
         done = [t for t in self.in_flight if t.done()]
-        self.in_flight.difference_update(done)
+        for task in done:
+            del self.in_flight[task]
         out = []
         for task in done:
             if task.cancelled():
@@ -143,8 +144,10 @@ class Failover:
                     prober = probers.setdefault(target, _Prober())
                     while True:
                         state = self.health[key].get(target, health.ProviderHealth())
-                        wait = health.probe_wait(check, state, prober.last_started, len(prober.in_flight), now,
-                                                 reported=spec.name in reported)  # fmt: skip
+                        running = list(prober.in_flight.values())
+                        wait = health.probe_wait(
+                            check, state, prober.last_started, running, now, reported=spec.name in reported
+                        )
                         if wait != 0:
                             break
                         reported.discard(spec.name)

@@ -129,40 +129,52 @@ def test_a_probe_may_run_no_longer_than_the_latency_threshold() -> None:
 
 def test_a_suspect_provider_is_probed_again_at_once_a_settled_one_each_interval() -> None:
     check = HealthCheckSpec(interval_seconds=5, failure_threshold=3)
-    assert probe_wait(check, ProviderHealth(), None, 0, 100.0) == 0  # never probed
-    assert probe_wait(check, ProviderHealth(), 100.0, 0, 101.0) == 4
-    assert probe_wait(check, ProviderHealth(), 100.0, 1, 106.0) is None  # settled: one probe at a time
+    assert probe_wait(check, ProviderHealth(), None, [], 100.0) == 0  # never probed
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 101.0) == 4
     suspect = run(ProviderHealth(), "-")
-    assert probe_wait(check, suspect, 100.0, 0, 100.2) == pytest.approx(CONFIRM_INTERVAL_S - 0.2)
+    assert probe_wait(check, suspect, 100.0, [], 100.2) == pytest.approx(CONFIRM_INTERVAL_S - 0.2)
     # a slow probe still running does not hold the confirmation back: two more may run, not a third
-    assert probe_wait(check, suspect, 100.0, 1, 100.5) == 0
-    assert probe_wait(check, suspect, 100.0, 2, 100.5) is None
-    assert probe_wait(check, run(ProviderHealth(), "---"), 100.0, 0, 101.0) == 4  # unhealthy: nothing to confirm
+    assert probe_wait(check, suspect, 100.0, [100.0], 100.5) == 0
+    assert probe_wait(check, suspect, 100.0, [100.0, 100.0], 100.5) is None
+    assert probe_wait(check, run(ProviderHealth(), "---"), 100.0, [], 101.0) == 4  # unhealthy: nothing to confirm
+
+
+def test_a_probe_running_twice_as_long_as_the_last_one_brings_the_confirmations_forward() -> None:
+    check = HealthCheckSpec(interval_seconds=5, failure_threshold=3, latency_threshold_ms=1500)
+    usual = observe(ProviderHealth(), Observation(True, T0, latency_ms=300), check)
+    assert probe_wait(check, usual, 100.0, [100.0], 100.2) == pytest.approx(0.4)  # look again when it is overdue
+    assert probe_wait(check, usual, 100.0, [100.0], 100.6) == 0  # overdue: a second probe starts beside it
+    assert probe_wait(check, usual, 100.0, [100.0, 100.6], 100.6) is None  # only one beside it until it fails
+    # nothing known yet: the first probe is overdue only at its deadline
+    assert probe_wait(check, ProviderHealth(), 100.0, [100.0], 100.2) == pytest.approx(1.3)
 
 
 def test_errors_reported_by_agents_bring_the_next_probe_forward() -> None:
     check = HealthCheckSpec(interval_seconds=5)
-    assert probe_wait(check, ProviderHealth(), 100.0, 0, 100.6, reported=True) == 0
-    assert probe_wait(check, ProviderHealth(), 100.0, 0, 100.1, reported=True) == pytest.approx(
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 100.6, reported=True) == 0
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 100.1, reported=True) == pytest.approx(
         CONFIRM_INTERVAL_S - 0.1
     )
-    assert probe_wait(check, ProviderHealth(), 100.0, 1, 100.6, reported=True) is None  # one is on its way
+    assert probe_wait(check, ProviderHealth(), 100.0, [100.0], 100.6, reported=True) != 0  # one is on its way
 
 
-def time_to_unhealthy(check: HealthCheckSpec, probe_takes: float) -> float:
+def time_to_unhealthy(check: HealthCheckSpec, probe_takes: float, usual_ms: float | None = None) -> float:
     """Seconds from the start of the first probe that meets the fault until the provider is unhealthy, with the
-    operator's schedule (probe_wait) and every probe failing after ``probe_takes`` (cut at the deadline)."""
+    operator's schedule (probe_wait) and every probe failing after ``probe_takes`` (cut at the deadline); before
+    the fault the provider answered in ``usual_ms``."""
     takes = min(probe_takes, probe_deadline(check))
-    health, now, running = ProviderHealth(), 0.0, []
+    health, now, starts = ProviderHealth(), 0.0, []
+    if usual_ms is not None:
+        health = observe(health, Observation(True, T0, latency_ms=usual_ms), check)
     last: float | None = None
     while True:
-        while (wait := probe_wait(check, health, last, len(running), now)) == 0:
-            running.append(now + takes)
+        while (wait := probe_wait(check, health, last, starts, now)) == 0:
+            starts.append(now)
             last = now
-        ends = min(running, default=float("inf"))
+        ends = min(starts, default=float("inf")) + takes
         if wait is None or ends <= now + wait:
             now = ends
-            running.remove(ends)
+            starts.remove(min(starts))
             health = observe(health, Observation(False, T0, latency_ms=takes * 1000), check)
             if not health.healthy:
                 return now
@@ -179,6 +191,9 @@ def test_at_the_example_policys_settings_a_fault_is_confirmed_in_seconds_not_int
     assert time_to_unhealthy(check, 10) == 1.5 + 1.5 + CONFIRM_INTERVAL_S
     assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 2}), 10) == 3.0
     assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 1}), 10) == 1.5
+    # a provider that usually answers in 300 ms: a confirmation starts once the probe runs 600 ms, beside it
+    assert time_to_unhealthy(check, 10, usual_ms=300) == pytest.approx(1.5 + 1.5)
+    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 2}), 10, usual_ms=300) == 2.1
 
 
 def test_one_slow_probe_is_not_a_failover_when_two_are_needed() -> None:
