@@ -176,11 +176,11 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     try:
         report(run(sizes, args.repeats, inline=not args.no_inline, room_calls=args.room_calls))
-    except Exception as error:  # the last line is JSON even when the run fails: it says what failed
+    except (Exception, KeyboardInterrupt) as error:  # the last line is JSON even when the run fails or is stopped
         traceback.print_exc()
         sys.stderr.flush()
         print(json.dumps({"error": repr(error), "sizes": sizes}), flush=True)
-        return 1
+        return 130 if isinstance(error, KeyboardInterrupt) else 1
     return 0
 
 

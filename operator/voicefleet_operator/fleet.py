@@ -4,8 +4,9 @@ Why a long poll to the operator rather than a watch on the API server or a Confi
 about a minute, a watch per agent process needs Kubernetes credentials in every pod, and the operator already holds
 the decision. A poll answers the moment the generation moves (one asyncio notify for every waiting agent), carries
 the generation the agent runs (the acknowledgement) and the provider errors it saw (the passive health signal), and
-needs no permission at all. When the operator is away, agents keep their last providers and their in-session
-fallback.
+needs no permission at all. An agent sends errors at once on a short poll (``wait=0``) beside its long one; a report
+wakes the policy's daemon, which probes the reported provider right away. When the operator is away, agents keep
+their last providers and their in-session fallback.
 
 Every poll names its VoiceAgent and carries that VoiceAgent's fleet token (Authorization: Bearer), which the
 operator derived from its per-install key and handed to the pods in a Secret. Polls from a VoiceAgent the operator

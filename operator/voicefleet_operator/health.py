@@ -19,6 +19,7 @@ class Observation:
     latency_ms: float | None = None
     error: str = ""
     source: str = "probe"  # probe | fleet
+    slow: bool = False  # no answer before the deadline (a latency failure, not an error)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ProviderHealth:
     last_latency_ms: float | None = None
     last_error: str = ""
     last_probe: datetime | None = None
+    slow: bool = False  # the latest failure was latency alone: an answer over the threshold, or none in time
 
 
 # while a provider is suspect (failed, not yet unhealthy), or agents report errors from it, probe again this soon
@@ -96,8 +98,13 @@ def probe_wait(
 
 
 def failed(observation: Observation, check: HealthCheckSpec) -> bool:
-    slow = observation.latency_ms is not None and observation.latency_ms > check.latency_threshold_ms
-    return not observation.ok or slow
+    return not observation.ok or too_slow(observation, check)
+
+
+def too_slow(observation: Observation, check: HealthCheckSpec) -> bool:
+    """Failed on latency alone: answered over the threshold, or not before the deadline."""
+    late = observation.latency_ms is not None and observation.latency_ms > check.latency_threshold_ms
+    return observation.slow or (observation.ok and late)
 
 
 def observe(health: ProviderHealth, observation: Observation, check: HealthCheckSpec) -> ProviderHealth:
@@ -117,6 +124,7 @@ def observe(health: ProviderHealth, observation: Observation, check: HealthCheck
         last_latency_ms=observation.latency_ms if observation.source == "probe" else health.last_latency_ms,
         last_error=error if bad else health.last_error if not healthy else "",
         last_probe=observation.at if observation.source == "probe" else health.last_probe,
+        slow=bad and too_slow(observation, check),
     )
 
 
@@ -134,6 +142,7 @@ def combine(probes: ProviderHealth, fleet: ProviderHealth) -> ProviderHealth:
         consecutive_successes=min(probes.consecutive_successes, fleet.consecutive_successes),
         since=min((h.since for h in failing if h.since is not None), default=None),
         last_error="; ".join(h.last_error for h in failing if h.last_error),
+        slow=all(h.slow for h in failing),
     )
 
 
@@ -176,9 +185,11 @@ def choose(
     if current is None:
         return Choice(best, "Preferred" if best == chain[0] else "FailedOver")
     if current not in healthy:
-        # Move only to a provider whose latest check passed: when the others fail too (a loaded machine, the
-        # operator's own network), moving the fleet gains nothing and would flap.
-        target = next((name for name in healthy if not suspect(states[name])), None)
+        # Move only to a provider whose latest check passed: when the others are slow too (a loaded machine, the
+        # operator's own network), moving the fleet gains nothing and would flap. Only when the provider in use
+        # fails outright (refused, 5xx, agents' errors) is a fallback that is merely slow better than it.
+        outright = not states[current].slow
+        target = next((n for n in healthy if not suspect(states[n]) or (outright and states[n].slow)), None)
         if target is None:
             return Choice(current, "Preferred" if current == chain[0] else "FailedOver")
         return Choice(target, "FailedOver")

@@ -204,9 +204,27 @@ def test_one_slow_probe_is_not_a_failover_when_two_are_needed() -> None:
     assert again.healthy and again.consecutive_failures == 0
 
 
-def test_no_failover_to_a_provider_that_fails_too() -> None:
-    """A loaded machine slows every provider: the fleet stays where it is instead of moving to another failing one."""
-    health = {"deepgram": run(ProviderHealth(), "---"), "whisper": run(ProviderHealth(), "-")}
+def test_no_failover_for_slowness_to_a_provider_that_is_slow_too() -> None:
+    """A loaded machine slows every provider: the fleet stays where it is instead of moving to another slow one."""
+    check = HealthCheckSpec(failure_threshold=3, latency_threshold_ms=1500)
+
+    def slow(health: ProviderHealth, n: int) -> ProviderHealth:
+        for i in range(n):
+            health = observe(health, Observation(True, T0 + timedelta(seconds=i), latency_ms=2500), check)
+        return health
+
+    health = {"deepgram": slow(ProviderHealth(), 3), "whisper": slow(ProviderHealth(), 1)}
+    assert not health["deepgram"].healthy and health["deepgram"].slow and health["whisper"].slow
     assert choose(CHAIN, health, "deepgram", None, AUTO, T0) == Choice("deepgram", "Preferred")
-    health["whisper"] = run(health["whisper"], "+", 1)
+    health["whisper"] = observe(health["whisper"], Observation(True, T0, latency_ms=300), check)
     assert choose(CHAIN, health, "deepgram", None, AUTO, T0) == Choice("whisper", "FailedOver")
+
+
+def test_a_provider_that_fails_outright_goes_even_to_a_slow_fallback_but_not_to_an_erroring_one() -> None:
+    check = HealthCheckSpec(failure_threshold=3, latency_threshold_ms=1500)
+    down = run(ProviderHealth(), "---")
+    assert not down.healthy and not down.slow
+    timed_out = observe(ProviderHealth(), Observation(False, T0, latency_ms=1500, slow=True), check)
+    assert choose(CHAIN, {"deepgram": down, "whisper": timed_out}, "deepgram", None, AUTO, T0).provider == "whisper"
+    erroring = run(ProviderHealth(), "-")
+    assert choose(CHAIN, {"deepgram": down, "whisper": erroring}, "deepgram", None, AUTO, T0).provider == "deepgram"
