@@ -59,17 +59,40 @@ def _fault_options(mode: str) -> dict[str, Any]:
     return {"latency_ms": SLOW_MS} if mode == "slow" else {"status": 503} if mode == "error5xx" else {}
 
 
-def flip(ns: Namespace, offline: OfflineProcess, fleet: FollowerFleet, mode: str) -> dict[str, Any]:
-    """One fault → flip → acknowledged → recovery → failback, with timings."""
+def healthy(operator: OperatorProcess, namespace: str, provider: str) -> bool | None:
+    """The operator's verdict on a provider (its ``voicefleet_operator_provider_healthy`` gauge), None before any."""
+    labels = f'namespace="{namespace}",policy="{POLICY}",provider="{provider}"'
+    for line in operator.metrics().splitlines():
+        if line.startswith(f"voicefleet_operator_provider_healthy{{{labels}}}"):
+            return float(line.rsplit(" ", 1)[1]) == 1.0
+    return None
+
+
+def flip(
+    ns: Namespace, operator: OperatorProcess, offline: OfflineProcess, fleet: FollowerFleet, mode: str
+) -> dict[str, Any]:
+    """One fault → detection → flip → acknowledged → recovery → failback, with timings. Detection is the operator's
+    verdict (its health gauge, polled); the flip follows only when the fallback is healthy at that moment."""
     fleet.start()
     spawned = time.monotonic()
     fleet.wait_all_on("deepgram", timeout=180)
     started_s = time.monotonic() - spawned
+    wait_until("deepgram healthy", lambda: healthy(operator, ns.name, "deepgram"), timeout=120, every=0.2)
     rss = fleet.rss_mib()
     load = os.getloadavg()[0]
+    row: dict[str, Any] = {"followers": fleet.size, "fault": mode, "load_average_1m": round(load, 1)}
     t_fault = time.time()
     offline.fault("deepgram", mode, **_fault_options(mode))
-    switched = fleet.wait_all_on("whisper", timeout=60)
+    wait_until("deepgram unhealthy", lambda: healthy(operator, ns.name, "deepgram") is False, timeout=60, every=0.05)
+    row["detection_ms"] = round((time.time() - t_fault) * 1000)
+    row["whisper_healthy_at_detection"] = healthy(operator, ns.name, "whisper")
+    try:
+        switched = fleet.wait_all_on("whisper", timeout=60)
+    except TimeoutError:  # the fallback was not healthy either: the operator rightly keeps the fleet where it is
+        row["flip_ms"] = None
+        offline.fault("deepgram", "ok")
+        fleet.stop()
+        return row
     times = sorted(s.at for s in switched.values())
     decision = times[0]
     generation = next(iter(switched.values())).generation
@@ -84,13 +107,12 @@ def flip(ns: Namespace, offline: OfflineProcess, fleet: FollowerFleet, mode: str
     status_ack_s = time.time() - decision
     t_recover = time.time()
     offline.fault("deepgram", "ok")
-    back = fleet.wait_all_on("deepgram", timeout=90)
+    back = fleet.wait_all_on("deepgram", timeout=120)
     back_times = sorted(s.at for s in back.values())
     fleet.stop()
     return {
-        "followers": fleet.size,
-        "fault": mode,
-        "detection_ms": round((decision - t_fault) * 1000),
+        **row,
+        "flip_ms": round((decision - t_fault) * 1000),
         "propagation_p50_ms": round(percentile(delays_ms, 0.5), 1),
         "propagation_p99_ms": round(percentile(delays_ms, 0.99), 1),
         "propagation_max_ms": round(delays_ms[-1], 1),
@@ -100,7 +122,6 @@ def flip(ns: Namespace, offline: OfflineProcess, fleet: FollowerFleet, mode: str
         "failback_propagation_max_ms": round((back_times[-1] - back_times[0]) * 1000, 1),
         "followers_rss_mib": round(rss),
         "followers_started_s": round(started_s, 1),
-        "load_average_1m": round(load, 1),
     }
 
 
@@ -130,7 +151,7 @@ def run(sizes: list[int], repeats: int, inline: bool, room_calls: int) -> dict[s
             log = work / f"switches-{i}-{size}.log"
             fleet = FollowerFleet(operator.fleet_url, ns.name, POLICY, size, log, fleet_pass)
             try:
-                rows.append(flip(ns, offline, fleet, MODES[i % len(MODES)]))
+                rows.append(flip(ns, operator, offline, fleet, MODES[i % len(MODES)]))
             except Exception as error:  # one failed flip is a row that says so; the others still run
                 rows.append({"followers": size, "fault": MODES[i % len(MODES)], "error": repr(error)})
                 offline.fault("deepgram", "ok")
@@ -186,13 +207,15 @@ def main() -> int:
 
 def report(result: dict[str, Any]) -> None:
     rows = [r for r in result["rows"] if "error" not in r]
-    print(f"{'followers':>9} {'fault':>9} {'detect ms':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'status ack s':>12} {'failback s':>10} {'RSS MiB':>8} {'load':>5}")  # fmt: skip
+    flips = [r for r in rows if r.get("flip_ms") is not None]
+    print(f"{'followers':>9} {'fault':>9} {'detect ms':>10} {'flip ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'status ack s':>12} {'failback s':>10} {'load':>5}")  # fmt: skip
     for r in rows:
-        print(f"{r['followers']:>9} {r['fault']:>9} {r['detection_ms']:>10} {r['propagation_p50_ms']:>8} "
-              f"{r['propagation_p99_ms']:>8} {r['propagation_max_ms']:>8} {r['status_acknowledged_after_s']:>12} "
-              f"{r['failback_after_recovery_s']:>10} {r['followers_rss_mib']:>8} "
-              f"{r['load_average_1m']:>5}")  # fmt: skip
+        flipped = r.get("flip_ms") is not None
+        print(f"{r['followers']:>9} {r['fault']:>9} {r['detection_ms']:>10} {r['flip_ms'] if flipped else '-':>8} "
+              f"{r.get('propagation_p50_ms', '-'):>8} {r.get('propagation_p99_ms', '-'):>8} "
+              f"{r.get('propagation_max_ms', '-'):>8} {r.get('status_acknowledged_after_s', '-'):>12} "
+              f"{r.get('failback_after_recovery_s', '-'):>10} {r['load_average_1m']:>5}")  # fmt: skip
     for r in result["rows"]:
         if "error" in r:
             print(f"{r['followers']:>9} {r['fault']:>9} failed: {r['error']}")
@@ -213,9 +236,11 @@ def report(result: dict[str, Any]) -> None:
         "health_check": result.get("health_check"),
         "detection_ms": max((max(v) for v in by_mode.values()), default=None),
         "detection_ms_by_fault": by_mode,
-        "propagation_p50_ms": {str(r["followers"]): r["propagation_p50_ms"] for r in rows},
-        "propagation_p99_ms": {str(r["followers"]): r["propagation_p99_ms"] for r in rows},
-        "propagation_max_ms": {str(r["followers"]): r["propagation_max_ms"] for r in rows},
+        "detection_means": "fault injected → the operator's verdict unhealthy (its health gauge, polled every 50 ms)",
+        "flip_ms_by_fault": {m: [r["flip_ms"] for r in rows if r["fault"] == m] for m in by_mode},
+        "propagation_p50_ms": {str(r["followers"]): r["propagation_p50_ms"] for r in flips},
+        "propagation_p99_ms": {str(r["followers"]): r["propagation_p99_ms"] for r in flips},
+        "propagation_max_ms": {str(r["followers"]): r["propagation_max_ms"] for r in flips},
         "dropped_calls": rooms.get("dropped"),
         "dropped_calls_note": (
             f"{rooms.get('calls', 0)} real-room calls (voiceroom callers, a real agent worker following the policy, "
@@ -233,7 +258,7 @@ def report(result: dict[str, Any]) -> None:
         "load_average": [result.get("load_average_start"), result.get("load_average_end")],
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
-        "decision_timed_by": "earliest follower switch (the channel wakes every waiting poll at once)",
+        "flip_timed_by": "earliest follower switch (the channel wakes every waiting poll at once)",
     }
     out = ROOT / "bench-results" / "failover.json"
     out.parent.mkdir(exist_ok=True)
