@@ -140,8 +140,13 @@ class Failover:
                 if moved:
                     await self.decide(body)
                 waits = [fleet_due - now]
-                for target, spec in targets.items():
-                    prober = probers.setdefault(target, _Prober())
+                for index, (target, spec) in enumerate(targets.items()):
+                    if target not in probers:
+                        # spread the providers' probes over the interval: providers that share a backend (the
+                        # offline stack's one Whisper) do not queue behind each other's probes
+                        spread = index * check.interval_seconds / len(targets)
+                        probers[target] = _Prober(last_started=now - check.interval_seconds + spread)
+                    prober = probers[target]
                     while True:
                         state = self.health[key].get(target, health.ProviderHealth())
                         running = list(prober.in_flight.values())
