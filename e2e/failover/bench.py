@@ -125,14 +125,14 @@ def flip(
     }
 
 
-def run(sizes: list[int], repeats: int, inline: bool, room_calls: int) -> dict[str, Any]:
+def run(sizes: list[int], repeats: int, inline: bool, room_calls: int, overrides: dict[str, int]) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="voicefleet-bench-failover-"))
     ground = up(work, livekit=room_calls > 0, nodes=1)
     assert ground.cluster is not None
     cluster = ground.cluster
     offline = OfflineProcess(work)
     operator = OperatorProcess(cluster.kubeconfig, cluster.logs_dir)
-    check = example_health_check()
+    check = {**example_health_check(), **overrides}
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {"health_check": check, "load_average_start": round(os.getloadavg()[0], 1)}
     try:
@@ -193,10 +193,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="times each fault is injected")
     parser.add_argument("--no-inline", action="store_true", help="skip the in-session fallback measurement")
     parser.add_argument("--room-calls", type=int, default=2, help="real-room calls through a flip (0: skip)")
+    parser.add_argument(
+        "--check",
+        default="",
+        help="healthCheck overrides of the example's, e.g. interval_s=1,latency_threshold_ms=6000",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    overrides = {k: int(v) for k, _, v in (p.partition("=") for p in args.check.split(",") if p)}
     try:
-        report(run(sizes, args.repeats, inline=not args.no_inline, room_calls=args.room_calls))
+        report(run(sizes, args.repeats, inline=not args.no_inline, room_calls=args.room_calls, overrides=overrides))
     except (Exception, KeyboardInterrupt) as error:  # the last line is JSON even when the run fails or is stopped
         traceback.print_exc()
         sys.stderr.flush()
