@@ -152,7 +152,7 @@ async def _through_flip(
             live.append(Call(caller))
             await caller.dispatch(stack.agent_name)
         for call in live:
-            await call.caller.greeting(timeout=60)
+            await call.caller.greeting(timeout=120)  # a worker on a loaded machine starts its job slowly
             _watch_agent(call)
             call.task = asyncio.create_task(_converse(call))
         started = time.time()
