@@ -56,6 +56,7 @@ class _Prober:
     """One provider's probes: when the last one started, and those still running."""
 
     last_started: float | None = None
+    last_ended: float | None = None
     in_flight: dict[asyncio.Task[tuple[health.Observation, float]], float] = field(default_factory=dict)  # → start
 
     def start(
@@ -83,6 +84,7 @@ class _Prober:
                 log.error("probe failed unexpectedly", exc_info=error)
                 continue
             out.append(task.result())
+            self.last_ended = max(self.last_ended or 0.0, asyncio.get_running_loop().time())
         return out
 
     def cancel(self) -> None:
@@ -151,7 +153,7 @@ class Failover:
                         state = self.health[key].get(target, health.ProviderHealth())
                         running = list(prober.in_flight.values())
                         wait = health.probe_wait(
-                            check, state, prober.last_started, running, now, reported=spec.name in reported
+                            check, state, prober.last_started, running, now, spec.name in reported, prober.last_ended
                         )
                         if wait != 0:
                             break

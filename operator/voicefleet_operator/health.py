@@ -52,15 +52,6 @@ def suspect(health: ProviderHealth) -> bool:
     return health.healthy and health.consecutive_failures > 0
 
 
-def overdue_after(check: HealthCheckSpec, health: ProviderHealth) -> float:
-    """Seconds after which a running probe looks slow: twice the provider's last latency (at least
-    CONFIRM_INTERVAL_S), or the whole deadline when nothing is known."""
-    deadline = probe_deadline(check)
-    if health.last_latency_ms is None:
-        return deadline
-    return min(deadline, max(CONFIRM_INTERVAL_S, 2 * health.last_latency_ms / 1000))
-
-
 def probe_wait(
     check: HealthCheckSpec,
     health: ProviderHealth,
@@ -68,33 +59,26 @@ def probe_wait(
     running: Sequence[float],
     now: float,
     reported: bool = False,
+    last_ended: float | None = None,
 ) -> float | None:
     """Seconds until the provider's next probe should start (0: now), None while no further probe may start;
-    ``running``: when the probes still running started.
+    ``running``: when the probes still running started, ``last_ended``: when the latest one ended.
 
-    A settled provider is probed every ``intervalSeconds``, one probe at a time. A suspect one is probed every
-    CONFIRM_INTERVAL_S without waiting for a slow probe to end, at most as many at once as failures are still
-    missing; a probe that runs twice as long as the last one gets one such confirmation beside it: ``failureThreshold``
-    failures in a row still decide (each probe slower than ``latencyThresholdMs`` is one failure), they are only
-    gathered sooner. Errors reported by the fleet's agents bring the next probe forward the same way (a hint: only
-    the probes count)."""
-    in_flight = len(running)
-    overdue_at = min(running) + overdue_after(check, health) if running else None
-    overdue = health.healthy and overdue_at is not None and now >= overdue_at
-    hurried = suspect(health) or overdue
-    room = 1
-    if suspect(health):
-        room = max(1, check.failure_threshold - health.consecutive_failures)
-    elif overdue:  # nothing failed yet: one confirmation beside it, no more (a slow backend is not flooded)
-        room = min(2, check.failure_threshold)
-    if in_flight >= room:
-        if hurried or not health.healthy or overdue_at is None:
-            return None
-        return max(0.001, overdue_at - now)  # look again when the running probe becomes overdue
+    A settled provider is probed ``intervalSeconds`` after its last probe ended, one probe at a time (a slow backend
+    is never probed back to back). A suspect one is probed every CONFIRM_INTERVAL_S without waiting for a slow probe
+    to end, at most as many at once as failures are still missing: ``failureThreshold`` failures in a row still
+    decide (each probe slower than ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors
+    reported by the fleet's agents bring the next probe forward the same way (a hint: only the probes count)."""
+    hurried = suspect(health)
+    room = max(1, check.failure_threshold - health.consecutive_failures) if hurried else 1
+    if len(running) >= room:
+        return None
     if last_started is None:
         return 0.0
-    gap = CONFIRM_INTERVAL_S if hurried or reported else float(check.interval_seconds)
-    return max(0.0, last_started + gap - now)
+    if hurried or reported:
+        return max(0.0, last_started + CONFIRM_INTERVAL_S - now)
+    since = max(last_started, last_ended or last_started)
+    return max(0.0, since + check.interval_seconds - now)
 
 
 def failed(observation: Observation, check: HealthCheckSpec) -> bool:
