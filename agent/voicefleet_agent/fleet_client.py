@@ -1,9 +1,11 @@
 """Follow a ProviderPolicy: long-poll the operator's fleet channel for the providers in use.
 
 Each poll carries the generation this process runs (its acknowledgement) and the provider errors it saw since the
-last poll (the operator's passive health signal). The operator answers at once when the generation moved, else when
-it moves or ``wait`` passes. When the operator is away the follower backs off and the process keeps its last
-providers; nothing here ever raises into a session. Imports only aiohttp, so hundreds of followers stay cheap.
+last poll (the operator's passive health signal). Errors do not wait for the long poll to end: a short poll
+(``wait=0``) takes them to the operator at once (then at most every REPORT_GAP_S), and the operator probes the
+reported provider right away. The operator answers at once when the generation moved, else when it moves or
+``wait`` passes. When the operator is away the follower backs off and the process keeps its last providers; nothing
+here ever raises into a session. Imports only aiohttp, so hundreds of followers stay cheap.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ VOICEAGENT_PARAM = "voiceagent"
 POD_PARAM = "pod"
 PRESENCE_PARAM = "presence"
 POLL_WAIT_S = 25.0
+REPORT_GAP_S = 0.5  # errors go out at once, then at most this often; a long poll carries them otherwise
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 15.0
 
@@ -88,10 +91,12 @@ class FleetFollower:
     _listeners: list[OnChange] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _report: asyncio.Event = field(default_factory=asyncio.Event)
 
     def report_error(self, provider: str, count: int = 1) -> None:
-        """Count a provider error; sent with the next poll."""
+        """Count a provider error; sent at once by a short poll (or with the next long one)."""
         self._errors[provider] += count
+        self._report.set()
 
     def subscribe(self, listener: OnChange) -> Callable[[], None]:
         """Also call ``listener`` on every new generation; returns the unsubscribe function."""
@@ -117,8 +122,8 @@ class FleetFollower:
                 event = self._changed
                 await event.wait()
 
-    def _params(self, errors: Mapping[str, int]) -> dict[str, str]:
-        params = {"agent": self.target.agent, "generation": str(self.generation), "wait": f"{self.wait_s:g}"}
+    def _params(self, errors: Mapping[str, int], wait_s: float) -> dict[str, str]:
+        params = {"agent": self.target.agent, "generation": str(self.generation), "wait": f"{wait_s:g}"}
         if self.target.voiceagent:
             params[VOICEAGENT_PARAM] = self.target.voiceagent
         if self.target.pod:
@@ -129,16 +134,18 @@ class FleetFollower:
             params["errors"] = ",".join(f"{p}:{n}" for p, n in errors.items() if n > 0)
         return params
 
-    async def poll_once(self, session: aiohttp.ClientSession) -> bool:
-        """One long poll; True when it brought a new generation. Raises on transport or HTTP errors."""
+    async def poll_once(self, session: aiohttp.ClientSession, wait_s: float | None = None) -> bool:
+        """One long poll (``wait_s`` 0: a short one); True when it brought a new generation. Raises on transport or
+        HTTP errors."""
+        wait_s = self.wait_s if wait_s is None else wait_s
         errors = dict(self._errors)
         self._errors.clear()
         try:
             async with session.get(
                 self.target.endpoint(),
-                params=self._params(errors),
+                params=self._params(errors, wait_s),
                 headers={"Authorization": f"Bearer {self.target.bearer()}"},
-                timeout=aiohttp.ClientTimeout(total=self.wait_s + 10, sock_connect=5),
+                timeout=aiohttp.ClientTimeout(total=wait_s + 10, sock_connect=5),
             ) as response:
                 response.raise_for_status()
                 body = await response.json()
@@ -168,19 +175,37 @@ class FleetFollower:
         """Poll until cancelled; back off (with jitter) while the operator is unreachable."""
         delay = self.backoff_min_s
         async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    await self.poll_once(session)
-                    delay = self.backoff_min_s
-                    continue
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    self.failures += 1
-                    if self.failures == 1 or self.failures % 20 == 0:
-                        log.warning("fleet channel %s unreachable (%s); retrying", self.target.endpoint(), error)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.backoff_max_s)
+            reporter = asyncio.get_running_loop().create_task(self._report_errors(session), name="voicefleet.report")
+            try:
+                while True:
+                    try:
+                        await self.poll_once(session)
+                        delay = self.backoff_min_s
+                        continue
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as error:
+                        self.failures += 1
+                        if self.failures == 1 or self.failures % 20 == 0:
+                            log.warning("fleet channel %s unreachable (%s); retrying", self.target.endpoint(), error)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self.backoff_max_s)
+            finally:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
+
+    async def _report_errors(self, session: aiohttp.ClientSession) -> None:
+        """Send errors as they come, beside the long poll; those a failed report could not deliver stay counted
+        for the next poll."""
+        while True:
+            await self._report.wait()
+            self._report.clear()
+            if not self._errors:
+                continue
+            with contextlib.suppress(Exception):
+                await self.poll_once(session, wait_s=0)
+            await asyncio.sleep(REPORT_GAP_S)
 
 
 def target_from_env(

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from testground import secret_scan
+
+ROOT = Path(__file__).resolve().parents[2]
 
 POLICY = "stt-failover"
 KEYS_SECRET = "provider-keys"
@@ -140,6 +144,21 @@ def policy_doc(
             },
             "failback": {"mode": "Automatic", "holdSeconds": hold_s},
         },
+    }
+
+
+def example_health_check(path: Path = ROOT / "examples" / "10-providerpolicy.yaml") -> dict[str, Any]:
+    """The example ProviderPolicy's healthCheck (with the model's defaults filled in) as ``policy_doc`` arguments."""
+    from voicefleet_operator.models import HealthCheckSpec
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "ProviderPolicy"]
+    check = HealthCheckSpec.model_validate(docs[0]["spec"].get("healthCheck") or {})
+    return {
+        "interval_s": check.interval_seconds,
+        "timeout_s": check.timeout_seconds,
+        "latency_threshold_ms": check.latency_threshold_ms,
+        "failure_threshold": check.failure_threshold,
+        "recovery_threshold": check.recovery_threshold,
     }
 
 

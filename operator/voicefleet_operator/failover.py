@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -17,6 +20,7 @@ from voicefleet_operator.kube import ProviderPolicyResource
 from voicefleet_operator.models import (
     ActiveProviders,
     Condition,
+    HealthCheckSpec,
     NamedProviderSpec,
     ProviderHealthStatus,
     ProviderPolicy,
@@ -34,6 +38,7 @@ PROBE_SECONDS = Histogram("voicefleet_operator_probe_seconds", "Synthetic probe 
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))  # fmt: skip
 
 BOOKKEEPING_SECONDS = 300.0
+log = logging.getLogger(__name__)
 _BOOKKEEPING = ("lastProbe", "lastProbeLatencyMs")
 
 Probe = Callable[[NamedProviderSpec, str | None, float], Awaitable[health.Observation]]
@@ -44,6 +49,47 @@ class Store(Protocol):
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class _Prober:
+    """One provider's probes: when the last one started, and those still running."""
+
+    last_started: float | None = None
+    last_ended: float | None = None
+    in_flight: dict[asyncio.Task[tuple[health.Observation, float]], float] = field(default_factory=dict)  # → start
+
+    def start(
+        self,
+        target: tuple[str, str],
+        probe: Coroutine[Any, Any, tuple[health.Observation, float]],
+        now: float,
+        wake: asyncio.Event,
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(probe, name=f"voicefleet.probe.{target[0]}.{target[1]}")
+        task.add_done_callback(lambda _: wake.set())
+        self.in_flight[task] = now
+        self.last_started = now
+
+    def reap(self) -> list[tuple[health.Observation, float]]:
+        """The observations of the probes that ended (a probe never raises: ``probes.probe`` returns failures)."""
+        done = [t for t in self.in_flight if t.done()]
+        for task in done:
+            del self.in_flight[task]
+        out = []
+        for task in done:
+            if task.cancelled():
+                continue
+            if (error := task.exception()) is not None:
+                log.error("probe failed unexpectedly", exc_info=error)
+                continue
+            out.append(task.result())
+            self.last_ended = max(self.last_ended or 0.0, asyncio.get_running_loop().time())
+        return out
+
+    def cancel(self) -> None:
+        for task in self.in_flight:
+            task.cancel()
 
 
 class Failover:
@@ -62,39 +108,108 @@ class Failover:
         self._rollout: dict[tuple[str, str], tuple[int, int, int]] = {}
         self._written: dict[tuple[str, str], float] = {}  # monotonic time of the last status write per policy
 
-    async def probe_all(self, namespace: str, name: str) -> float | None:
-        """One round of synthetic probes and the fleet's error reports, then a decision. Returns the probe
-        interval to wait, None when the policy is gone."""
-        body = await self.store.provider_policy(namespace, name)
-        if body is None:
-            return None
-        policy = ProviderPolicy.from_body(body)
-        check = policy.spec.health_check
-        targets = [(m, p) for m in MODALITIES if (chain := getattr(policy.spec, m)) for p in chain.providers]
+    async def watch(self, namespace: str, name: str, every_second: Callable[[], Awaitable[None]]) -> None:
+        """The policy's daemon until the policy is gone: each provider probed on its own schedule
+        (``health.probe_wait``), every observation folded and decided on as it comes in, the fleet's error reports
+        folded each interval (and bringing the reported providers' next probe forward), ``every_second`` run
+        about every second."""
+        key = (namespace, name)
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        probers: dict[tuple[str, str], _Prober] = {}
+        reported: set[str] = set()
+        fleet_due = next_tick = loop.time()
+        try:
+            while True:
+                body = await self.store.provider_policy(namespace, name)
+                if body is None:
+                    return
+                policy = ProviderPolicy.from_body(body)
+                check = policy.spec.health_check
+                channel = self.fleet.channel(namespace, name)
+                channel.alert = wake
+                targets: dict[tuple[str, str], NamedProviderSpec] = {
+                    (m, p.name): p for m in MODALITIES if (chain := getattr(policy.spec, m)) for p in chain.providers
+                }
+                reported = (reported | channel.take_reports()) & {target[1] for target in targets}
+                wake.clear()
+                now = loop.time()
+                moved = self._fold_probes(key, probers, check)
+                if now >= fleet_due:
+                    agents, errors = channel.take_errors(time.monotonic())
+                    self._fold_fleet(key, targets, agents, errors, check)
+                    fleet_due, moved = now + check.interval_seconds, True
+                if moved:
+                    await self.decide(body)
+                waits = [fleet_due - now]
+                for index, (target, spec) in enumerate(targets.items()):
+                    if target not in probers:
+                        # spread the providers' probes over the interval: providers that share a backend (the
+                        # offline stack's one Whisper) do not queue behind each other's probes
+                        spread = index * check.interval_seconds / len(targets)
+                        probers[target] = _Prober(last_started=now - check.interval_seconds + spread)
+                    prober = probers[target]
+                    while True:
+                        state = self.health[key].get(target, health.ProviderHealth())
+                        running = list(prober.in_flight.values())
+                        wait = health.probe_wait(
+                            check, state, prober.last_started, running, now, spec.name in reported, prober.last_ended
+                        )
+                        if wait != 0:
+                            break
+                        reported.discard(spec.name)
+                        prober.start(target, self._probe_one(namespace, spec, check), now, wake)
+                    if wait is not None:
+                        waits.append(wait)
+                for gone in probers.keys() - targets.keys():
+                    probers.pop(gone).cancel()
+                if now >= next_tick:
+                    await every_second()
+                    next_tick = now + 1
+                waits.append(next_tick - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), max(0.0, min(waits)))
+        finally:
+            for prober in probers.values():
+                prober.cancel()
 
-        async def one(modality: str, spec: NamedProviderSpec) -> tuple[str, str, health.Observation]:
-            key = None
-            if spec.secret_ref:
-                data = await self.store.secret_data(namespace, spec.secret_ref.name) or {}
-                key = data.get(spec.secret_ref.key)
-            observation = await self.probe(spec, key, health.probe_deadline(check))
-            if observation.latency_ms is not None:
-                PROBE_SECONDS.labels(spec.name).observe(observation.latency_ms / 1000)
-            return modality, spec.name, observation
+    async def _probe_one(
+        self, namespace: str, spec: NamedProviderSpec, check: HealthCheckSpec
+    ) -> tuple[health.Observation, float]:
+        key = None
+        if spec.secret_ref:
+            data = await self.store.secret_data(namespace, spec.secret_ref.name) or {}
+            key = data.get(spec.secret_ref.key)
+        observation = await self.probe(spec, key, health.probe_deadline(check))
+        if observation.latency_ms is not None:
+            PROBE_SECONDS.labels(spec.name).observe(observation.latency_ms / 1000)
+        return observation, time.monotonic()
 
-        results = await asyncio.gather(*(one(m, p) for m, p in targets))
-        channel = self.fleet.channel(namespace, name)
-        agents, errors = channel.take_errors(time.monotonic())
-        async with self.locks[(namespace, name)]:
-            probed, reported = self.health[(namespace, name)], self.fleet_health[(namespace, name)]
-            for modality, provider, observation in results:
-                key = (modality, provider)
-                probed[key] = health.observe(probed.get(key, health.ProviderHealth()), observation, check)
-                passive = health.fleet_observation(agents, errors.get(provider, 0), observation.at, provider)
-                if passive is not None:
-                    reported[key] = health.observe(reported.get(key, health.ProviderHealth()), passive, check)
-        await self.decide(body)
-        return health.next_probe_in(check, self.health[(namespace, name)].values())
+    def _fold_probes(
+        self, key: tuple[str, str], probers: dict[tuple[str, str], _Prober], check: HealthCheckSpec
+    ) -> bool:
+        """Fold the probes that ended, in the order they ended; True when there were any."""
+        ended = [(finished, target, observation) for target, prober in probers.items()
+                 for observation, finished in prober.reap()]  # fmt: skip
+        probed = self.health[key]
+        for _, target, observation in sorted(ended, key=lambda e: e[0]):
+            probed[target] = health.observe(probed.get(target, health.ProviderHealth()), observation, check)
+        return bool(ended)
+
+    def _fold_fleet(
+        self,
+        key: tuple[str, str],
+        targets: dict[tuple[str, str], NamedProviderSpec],
+        agents: int,
+        errors: dict[str, int],
+        check: HealthCheckSpec,
+    ) -> None:
+        reported = self.fleet_health[key]
+        at = self.clock()
+        for target in targets:
+            passive = health.fleet_observation(agents, errors.get(target[1], 0), at, target[1])
+            if passive is not None:
+                reported[target] = health.observe(reported.get(target, health.ProviderHealth()), passive, check)
 
     def _health(self, namespace: str, name: str, modality: str, provider: str) -> health.ProviderHealth:
         key = (modality, provider)

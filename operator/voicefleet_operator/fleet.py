@@ -4,8 +4,9 @@ Why a long poll to the operator rather than a watch on the API server or a Confi
 about a minute, a watch per agent process needs Kubernetes credentials in every pod, and the operator already holds
 the decision. A poll answers the moment the generation moves (one asyncio notify for every waiting agent), carries
 the generation the agent runs (the acknowledgement) and the provider errors it saw (the passive health signal), and
-needs no permission at all. When the operator is away, agents keep their last providers and their in-session
-fallback.
+needs no permission at all. An agent sends errors at once on a short poll (``wait=0``) beside its long one; a report
+wakes the policy's daemon, which probes the reported provider right away. When the operator is away, agents keep
+their last providers and their in-session fallback.
 
 Every poll names its VoiceAgent and carries that VoiceAgent's fleet token (Authorization: Bearer), which the
 operator derived from its per-install key and handed to the pods in a Secret. Polls from a VoiceAgent the operator
@@ -52,6 +53,8 @@ class Channel:
     agents: dict[str, Agent] = field(default_factory=dict)
     errors: dict[str, set[str]] = field(default_factory=dict)  # provider → agents that reported errors
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reports: set[str] = field(default_factory=set)  # providers reported since the policy's daemon last looked
+    alert: asyncio.Event | None = None  # the daemon's: set on a report, so it probes the provider at once
 
     def publish(self, generation: int, active: dict[str, str]) -> None:
         if generation == self.generation and active == self.active:
@@ -65,6 +68,14 @@ class Channel:
         for provider, count in errors.items():
             if count > 0:
                 self.errors.setdefault(provider, set()).add(agent)
+                self.reports.add(provider)
+        if self.reports and self.alert is not None:
+            self.alert.set()
+
+    def take_reports(self) -> set[str]:
+        """The providers agents reported errors from since the last call: a hint to probe them now."""
+        reports, self.reports = self.reports, set()
+        return reports
 
     def rollout(self, now: float) -> tuple[int, int]:
         """(agents on the current generation, agents heard from recently)."""

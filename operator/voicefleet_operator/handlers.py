@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -178,23 +177,18 @@ async def provider_policy(
 
 @kopf.daemon(GROUP, VERSION, "providerpolicies", cancellation_timeout=3)
 async def watch_providers(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Probe every provider each healthCheck.intervalSeconds; in between, publish rollout progress every second, and
+    """Probe every provider on its schedule (failover.Failover.watch); every second, publish rollout progress and
     whether the followers' pods poll (FleetConnected)."""
-    loop = asyncio.get_running_loop()
-    next_probe = loop.time()
-    while True:
-        if loop.time() >= next_probe:
-            interval = await memo.failover.probe_all(_ns(namespace), name)
-            if interval is None:
-                return
-            next_probe = loop.time() + interval
-        else:
-            await memo.failover.refresh_rollout(_ns(namespace), name)
+    namespace = _ns(namespace)
+
+    async def every_second() -> None:
+        await memo.failover.refresh_rollout(namespace, name)
         try:
-            await memo.reconciler.fleet_check(_ns(namespace), name)
+            await memo.reconciler.fleet_check(namespace, name)
         except Exception:  # a reconcile that failed is retried next second; the probes must go on
             logging.getLogger(__name__).exception("FleetConnected of the followers of %s/%s", namespace, name)
-        await asyncio.sleep(1)
+
+    await memo.failover.watch(namespace, name, every_second)
 
 
 @kopf.on.event("", "v1", "pods", labels=AGENT_POD_LABELS)

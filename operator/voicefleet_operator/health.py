@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -19,6 +19,7 @@ class Observation:
     latency_ms: float | None = None
     error: str = ""
     source: str = "probe"  # probe | fleet
+    slow: bool = False  # no answer before the deadline (a latency failure, not an error)
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,11 @@ class ProviderHealth:
     last_latency_ms: float | None = None
     last_error: str = ""
     last_probe: datetime | None = None
+    slow: bool = False  # the latest failure was latency alone: an answer over the threshold, or none in time
 
 
-# while a provider is suspect (failed, not yet unhealthy), probe again this soon instead of a whole interval later
+# while a provider is suspect (failed, not yet unhealthy), or agents report errors from it, probe again this soon
+# instead of a whole interval later
 CONFIRM_INTERVAL_S = 0.5
 
 
@@ -44,18 +47,48 @@ def probe_deadline(check: HealthCheckSpec) -> float:
     return min(float(check.timeout_seconds), check.latency_threshold_ms / 1000)
 
 
-def next_probe_in(check: HealthCheckSpec, providers: Iterable[ProviderHealth]) -> float:
-    """The probe interval, shortened to confirm a suspect provider quickly: ``failureThreshold`` failures in a row
-    still decide (no flapping), they are only gathered sooner."""
-    interval = float(check.interval_seconds)
-    if any(h.healthy and h.consecutive_failures > 0 for h in providers):
-        return min(interval, CONFIRM_INTERVAL_S)
-    return interval
+def suspect(health: ProviderHealth) -> bool:
+    """Failed lately but not (yet) unhealthy: the hysteresis is gathering its failures in a row."""
+    return health.healthy and health.consecutive_failures > 0
+
+
+def probe_wait(
+    check: HealthCheckSpec,
+    health: ProviderHealth,
+    last_started: float | None,
+    running: Sequence[float],
+    now: float,
+    reported: bool = False,
+    last_ended: float | None = None,
+) -> float | None:
+    """Seconds until the provider's next probe should start (0: now), None while no further probe may start;
+    ``running``: when the probes still running started, ``last_ended``: when the latest one ended.
+
+    A settled provider is probed ``intervalSeconds`` after its last probe ended, one probe at a time (a slow backend
+    is never probed back to back). A suspect one is probed every CONFIRM_INTERVAL_S without waiting for a slow probe
+    to end, at most as many at once as failures are still missing: ``failureThreshold`` failures in a row still
+    decide (each probe slower than ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors
+    reported by the fleet's agents bring the next probe forward the same way (a hint: only the probes count)."""
+    hurried = suspect(health)
+    room = max(1, check.failure_threshold - health.consecutive_failures) if hurried else 1
+    if len(running) >= room:
+        return None
+    if last_started is None:
+        return 0.0
+    if hurried or reported:
+        return max(0.0, last_started + CONFIRM_INTERVAL_S - now)
+    since = max(last_started, last_ended or last_started)
+    return max(0.0, since + check.interval_seconds - now)
 
 
 def failed(observation: Observation, check: HealthCheckSpec) -> bool:
-    slow = observation.latency_ms is not None and observation.latency_ms > check.latency_threshold_ms
-    return not observation.ok or slow
+    return not observation.ok or too_slow(observation, check)
+
+
+def too_slow(observation: Observation, check: HealthCheckSpec) -> bool:
+    """Failed on latency alone: answered over the threshold, or not before the deadline."""
+    late = observation.latency_ms is not None and observation.latency_ms > check.latency_threshold_ms
+    return observation.slow or (observation.ok and late)
 
 
 def observe(health: ProviderHealth, observation: Observation, check: HealthCheckSpec) -> ProviderHealth:
@@ -75,6 +108,7 @@ def observe(health: ProviderHealth, observation: Observation, check: HealthCheck
         last_latency_ms=observation.latency_ms if observation.source == "probe" else health.last_latency_ms,
         last_error=error if bad else health.last_error if not healthy else "",
         last_probe=observation.at if observation.source == "probe" else health.last_probe,
+        slow=bad and too_slow(observation, check),
     )
 
 
@@ -92,6 +126,7 @@ def combine(probes: ProviderHealth, fleet: ProviderHealth) -> ProviderHealth:
         consecutive_successes=min(probes.consecutive_successes, fleet.consecutive_successes),
         since=min((h.since for h in failing if h.since is not None), default=None),
         last_error="; ".join(h.last_error for h in failing if h.last_error),
+        slow=all(h.slow for h in failing),
     )
 
 
@@ -123,7 +158,8 @@ def choose(
     """The provider a modality should use now."""
     if override:
         return Choice(override, "Override")
-    healthy = [name for name in chain if health.get(name, ProviderHealth()).healthy]
+    states = {name: health.get(name, ProviderHealth()) for name in chain}
+    healthy = [name for name in chain if states[name].healthy]
     if current not in chain:
         current = None
     if not healthy:
@@ -133,9 +169,16 @@ def choose(
     if current is None:
         return Choice(best, "Preferred" if best == chain[0] else "FailedOver")
     if current not in healthy:
-        return Choice(best, "FailedOver")
+        # Move only to a provider whose latest check passed: when the others are slow too (a loaded machine, the
+        # operator's own network), moving the fleet gains nothing and would flap. Only when the provider in use
+        # fails outright (refused, 5xx, agents' errors) is a fallback that is merely slow better than it.
+        outright = not states[current].slow
+        target = next((n for n in healthy if not suspect(states[n]) or (outright and states[n].slow)), None)
+        if target is None:
+            return Choice(current, "Preferred" if current == chain[0] else "FailedOver")
+        return Choice(target, "FailedOver")
     if chain.index(best) < chain.index(current):
-        since = health.get(best, ProviderHealth()).since
+        since = states[best].since
         held = since is None or now - since >= timedelta(seconds=failback.hold_seconds)
         if failback.mode == "Automatic" and held:
             return Choice(best, "FailedBack")

@@ -88,6 +88,6 @@ async def probe(spec: NamedProviderSpec, api_key: str | None, timeout_s: float) 
                     return Observation(False, at, latency, f"HTTP {response.status}")
                 return Observation(True, at, latency)
     except TimeoutError:
-        return Observation(False, at, timeout_s * 1000, f"no answer within {timeout_s:g} s")
+        return Observation(False, at, timeout_s * 1000, f"no answer within {timeout_s:g} s", slow=True)
     except aiohttp.ClientError as error:
         return Observation(False, at, None, f"{error.__class__.__name__}: {error}")

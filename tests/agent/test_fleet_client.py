@@ -61,6 +61,25 @@ async def test_follows_generations_acknowledges_and_reports_errors(served: tuple
     await follower.aclose()
 
 
+async def test_an_error_reaches_the_operator_at_once_not_with_the_next_long_poll(served: tuple[Fleet, str]) -> None:
+    fleet, url = served
+    channel = fleet.channel("ns", "pol")
+    channel.publish(1, {"stt": "deepgram"})
+    alert = channel.alert = asyncio.Event()
+    follower = FleetFollower(FleetTarget(url, "ns", "pol", "pod-a-1", voiceagent="va", token="tok"), wait_s=30)
+    follower.start()
+    await follower.wait_for(lambda f: f.generation == 1, timeout=5)
+    await asyncio.sleep(0.2)  # the long poll (30 s) is open now
+    reported = time.monotonic()
+    follower.report_error("deepgram")
+    await asyncio.wait_for(alert.wait(), timeout=5)
+    assert time.monotonic() - reported < 2.0, "reported by a short poll, not after the 30 s long poll"
+    assert channel.take_reports() == {"deepgram"}
+    assert channel.take_errors(time.monotonic()) == (1, {"deepgram": 1})
+    assert follower.generation == 1
+    await follower.aclose()
+
+
 async def test_an_idle_pods_presence_poll_tells_the_operator_its_pod_reaches_the_channel(
     served: tuple[Fleet, str], tmp_path: Path
 ) -> None:

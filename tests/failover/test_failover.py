@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from failover.harness import POLICY, FollowerFleet, OfflineProcess, keys_doc, policy_doc, wait_until
-from testground.operator import Namespace
+from failover.harness import POLICY, FollowerFleet, OfflineProcess, join_fleet, keys_doc, policy_doc, wait_until
+from testground.operator import Namespace, OperatorProcess
+from voicefleet_agent.fleet_client import FleetFollower, FleetTarget
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +60,8 @@ def _start(ns: Namespace, offline: OfflineProcess, followers: Callable[[int], Fo
 
 
 @pytest.mark.parametrize(
-    ("mode", "options"), [("down", {}), ("error5xx", {"status": 503}), ("slow", {"latency_ms": 10000})]
+    ("mode", "options"),
+    [("down", {}), ("error5xx", {"status": 503}), ("slow", {"latency_ms": 10000}), ("hang", {})],
 )
 def test_a_failing_deepgram_flips_the_fleet_to_whisper_and_back(
     fns: Namespace,
@@ -133,3 +136,30 @@ def test_a_flapping_deepgram_does_not_flap_the_fleet(
     assert len(fleet.on("deepgram")) == FOLLOWERS
     assert {s.generation for s in fleet.switches()} == {generation}
     assert not any(r == "FailedOver" for r, _ in _events(fns))
+
+
+async def test_an_agents_error_report_makes_the_operator_probe_at_once_not_an_interval_later(
+    fns: Namespace, offline: OfflineProcess, failover_operator: OperatorProcess, tmp_path: Path
+) -> None:
+    # probes every 300 s: without the report the next probe, and the flip, would be minutes away
+    doc = policy_doc(offline.deepgram_url, offline.openai_url, interval_s=300, failure_threshold=2)
+    assert fns.apply(keys_doc(), doc).returncode == 0
+    fleet_pass = join_fleet(fns, tmp_path / "fleet-token")
+    target = FleetTarget(failover_operator.fleet_url, fns.name, POLICY, "reporter", voiceagent=fleet_pass.voiceagent,
+                         token_file=str(fleet_pass.token_file))  # fmt: skip
+    follower = FleetFollower(target, wait_s=20)
+    follower.start()
+    try:
+        await follower.wait_for(lambda f: f.active.get("stt") == "deepgram", timeout=60)
+
+        def probed() -> bool:
+            return any(p["name"] == "deepgram" and p.get("lastProbe") for p in _status(fns).get("providers") or [])
+
+        wait_until("the first probe of deepgram", probed, 60, every=0.2)
+        offline.fault("deepgram", "error5xx", status=503)
+        reported = time.monotonic()
+        follower.report_error("deepgram")
+        await follower.wait_for(lambda f: f.active.get("stt") == "whisper", timeout=40)
+        assert time.monotonic() - reported < 60, "flipped by probes the report brought forward, not the 300 s interval"
+    finally:
+        await follower.aclose()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from voicefleet_operator.health import (
     CONFIRM_INTERVAL_S,
+    Choice,
     Observation,
     ProviderHealth,
     choose,
     combine,
     fleet_observation,
-    next_probe_in,
     observe,
     probe_deadline,
+    probe_wait,
 )
 from voicefleet_operator.models import FailbackSpec, HealthCheckSpec
 
@@ -125,27 +128,92 @@ def test_a_probe_may_run_no_longer_than_the_latency_threshold() -> None:
 
 
 def test_a_suspect_provider_is_probed_again_at_once_a_settled_one_each_interval() -> None:
+    check = HealthCheckSpec(interval_seconds=5, failure_threshold=3)
+    assert probe_wait(check, ProviderHealth(), None, [], 100.0) == 0  # never probed
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 101.0) == 4
+    suspect = run(ProviderHealth(), "-")
+    assert probe_wait(check, suspect, 100.0, [], 100.2) == pytest.approx(CONFIRM_INTERVAL_S - 0.2)
+    # a slow probe still running does not hold the confirmation back: two more may run, not a third
+    assert probe_wait(check, suspect, 100.0, [100.0], 100.5) == 0
+    assert probe_wait(check, suspect, 100.0, [100.0, 100.0], 100.5) is None
+    assert probe_wait(check, run(ProviderHealth(), "---"), 100.0, [], 101.0) == 4  # unhealthy: nothing to confirm
+
+
+def test_a_settled_provider_is_probed_an_interval_after_its_last_probe_ended_not_back_to_back() -> None:
+    check = HealthCheckSpec(interval_seconds=1)
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 103.0, last_ended=102.5) == pytest.approx(0.5)
+
+
+def test_errors_reported_by_agents_bring_the_next_probe_forward() -> None:
     check = HealthCheckSpec(interval_seconds=5)
-    assert next_probe_in(check, [ProviderHealth(), ProviderHealth()]) == 5
-    assert next_probe_in(check, [ProviderHealth(), run(ProviderHealth(), "-")]) == CONFIRM_INTERVAL_S
-    assert next_probe_in(check, [run(ProviderHealth(), "---")]) == 5  # already unhealthy: nothing to confirm
-    assert next_probe_in(HealthCheckSpec(interval_seconds=1), []) == 1
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 100.6, reported=True) == 0
+    assert probe_wait(check, ProviderHealth(), 100.0, [], 100.1, reported=True) == pytest.approx(
+        CONFIRM_INTERVAL_S - 0.1
+    )
+    assert probe_wait(check, ProviderHealth(), 100.0, [100.0], 100.6, reported=True) != 0  # one is on its way
 
 
 def time_to_unhealthy(check: HealthCheckSpec, probe_takes: float) -> float:
-    """Seconds from the first probe that meets the fault until the provider is unhealthy."""
-    health, elapsed = ProviderHealth(), 0.0
+    """Seconds from the start of the first probe that meets the fault until the provider is unhealthy, with the
+    operator's schedule (probe_wait) and every probe failing after ``probe_takes`` (cut at the deadline)."""
+    takes = min(probe_takes, probe_deadline(check))
+    health, now, starts = ProviderHealth(), 0.0, []
+    last: float | None = None
     while True:
-        elapsed += probe_takes
-        health = observe(health, Observation(False, T0, latency_ms=probe_takes * 1000), check)
-        if not health.healthy:
-            return elapsed
-        elapsed += next_probe_in(check, [health])
+        while (wait := probe_wait(check, health, last, starts, now)) == 0:
+            starts.append(now)
+            last = now
+        ends = min(starts, default=float("inf")) + takes
+        if wait is None or ends <= now + wait:
+            now = ends
+            starts.remove(min(starts))
+            health = observe(health, Observation(False, T0, latency_ms=takes * 1000), check)
+            if not health.healthy:
+                return now
+        else:
+            now += wait
 
 
 def test_at_the_example_policys_settings_a_fault_is_confirmed_in_seconds_not_intervals() -> None:
     check = HealthCheckSpec(interval_seconds=5, failure_threshold=3, timeout_seconds=3, latency_threshold_ms=1500)
     # refused or HTTP 5xx: the probes fail at once, confirmed one after the other
-    assert time_to_unhealthy(check, 0.01) <= 1.1
-    # slow or hanging: each probe is cut at the latency threshold, not the timeout (was 3 x 3 s + 2 x 5 s = 19 s)
-    assert time_to_unhealthy(check, probe_deadline(check)) == 3 * 1.5 + 2 * CONFIRM_INTERVAL_S
+    assert time_to_unhealthy(check, 0.01) <= 2 * CONFIRM_INTERVAL_S + 0.01
+    # slow or hanging: each probe is cut at the latency threshold, and the confirmations overlap instead of queuing
+    # (3 x 3 s + 2 x 5 s = 19 s before the cut; 3 x 1.5 s + 2 x 0.5 s = 5.5 s with the cut alone)
+    assert time_to_unhealthy(check, 10) == 1.5 + 1.5 + CONFIRM_INTERVAL_S
+    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 2}), 10) == 3.0
+    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 1}), 10) == 1.5
+
+
+def test_one_slow_probe_is_not_a_failover_when_two_are_needed() -> None:
+    check = HealthCheckSpec(failure_threshold=2, latency_threshold_ms=1500)
+    slow = observe(ProviderHealth(), Observation(True, T0, latency_ms=1500.1), check)
+    assert slow.healthy and slow.consecutive_failures == 1
+    again = observe(slow, Observation(True, T0 + timedelta(seconds=1), latency_ms=300), check)
+    assert again.healthy and again.consecutive_failures == 0
+
+
+def test_no_failover_for_slowness_to_a_provider_that_is_slow_too() -> None:
+    """A loaded machine slows every provider: the fleet stays where it is instead of moving to another slow one."""
+    check = HealthCheckSpec(failure_threshold=3, latency_threshold_ms=1500)
+
+    def slow(health: ProviderHealth, n: int) -> ProviderHealth:
+        for i in range(n):
+            health = observe(health, Observation(True, T0 + timedelta(seconds=i), latency_ms=2500), check)
+        return health
+
+    health = {"deepgram": slow(ProviderHealth(), 3), "whisper": slow(ProviderHealth(), 1)}
+    assert not health["deepgram"].healthy and health["deepgram"].slow and health["whisper"].slow
+    assert choose(CHAIN, health, "deepgram", None, AUTO, T0) == Choice("deepgram", "Preferred")
+    health["whisper"] = observe(health["whisper"], Observation(True, T0, latency_ms=300), check)
+    assert choose(CHAIN, health, "deepgram", None, AUTO, T0) == Choice("whisper", "FailedOver")
+
+
+def test_a_provider_that_fails_outright_goes_even_to_a_slow_fallback_but_not_to_an_erroring_one() -> None:
+    check = HealthCheckSpec(failure_threshold=3, latency_threshold_ms=1500)
+    down = run(ProviderHealth(), "---")
+    assert not down.healthy and not down.slow
+    timed_out = observe(ProviderHealth(), Observation(False, T0, latency_ms=1500, slow=True), check)
+    assert choose(CHAIN, {"deepgram": down, "whisper": timed_out}, "deepgram", None, AUTO, T0).provider == "whisper"
+    erroring = run(ProviderHealth(), "-")
+    assert choose(CHAIN, {"deepgram": down, "whisper": erroring}, "deepgram", None, AUTO, T0).provider == "deepgram"
