@@ -40,11 +40,11 @@ def load() -> str:
 
 def cold_env(scratch: Path) -> dict[str, str]:
     home = scratch / "home"
-    (home / ".config").mkdir(parents=True)
+    (home / ".config").mkdir(parents=True, exist_ok=True)  # --keep DIR may be a scratch directory used before
     # the machine's Go settings (GOFLAGS, GOTOOLCHAIN), not a cache
     user_go_env = Path.home() / ".config" / "go" / "env"
     if user_go_env.is_file():
-        (home / ".config" / "go").mkdir()
+        (home / ".config" / "go").mkdir(exist_ok=True)
         shutil.copy2(user_go_env, home / ".config" / "go" / "env")
     conf = scratch / "storage.conf"
     conf.write_text(STORAGE_CONF.format(root=scratch))
