@@ -48,7 +48,11 @@ def cold_env(scratch: Path) -> dict[str, str]:
         shutil.copy2(user_go_env, home / ".config" / "go" / "env")
     conf = scratch / "storage.conf"
     conf.write_text(STORAGE_CONF.format(root=scratch))
-    env = {k: v for k, v in os.environ.items() if k not in ("VOICEFLEET_CACHE", "XDG_CACHE_HOME", "VIRTUAL_ENV")}
+    # `make bench-cold ARGS=...` puts ARGS in MAKEFLAGS and the environment: the clone's own makes must not see it
+    # (its `make test` passes ARGS to pytest)
+    outer = ("VOICEFLEET_CACHE", "XDG_CACHE_HOME", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
+             "ARGS")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     env.update(
         HOME=str(home),
         GOPATH=str(home / "go"),
