@@ -67,6 +67,10 @@ class SipGround:
 
 
 NETNS_DIR = "/run/netns"
+# Present while /run/netns is mounted because a SipStack's `ip netns add` mounted it (not the machine's own): any
+# stack, not only the one that mounted it, undoes the mount once no namespace is left, so two overlapping stacks
+# (two test sessions at once) leave nothing mounted whichever of them stops last.
+NETNS_MOUNT_MARK = Path("/run/lock/voicefleet-netns-mounted")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -149,7 +153,6 @@ class SipStack(Stack[SipGround]):
     netns: str = field(init=False, default="")
     veth: str = field(init=False, default="")
     made: list[str] = field(init=False, default_factory=list)  # every namespace and link it created, for checks
-    netns_dir_made: bool = field(init=False, default=False)  # `ip netns add` mounted /run/netns for us
 
     def _start(self) -> SipGround:
         if self.livekit is None:
@@ -188,7 +191,9 @@ class SipStack(Stack[SipGround]):
         peer = f"{NAME_PREFIX}{tag}c"
         prefix = subnet.prefixlen
         self.made += [self.netns, self.veth]
-        self.netns_dir_made = not netns_dir_mounted()
+        if not netns_dir_mounted():
+            NETNS_MOUNT_MARK.parent.mkdir(parents=True, exist_ok=True)
+            NETNS_MOUNT_MARK.touch()
         _ip("netns", "add", self.netns)
         _ip("link", "add", self.veth, "type", "veth", "peer", "name", peer, "netns", self.netns)
         _ip("addr", "add", f"{host}/{prefix}", "dev", self.veth)
@@ -204,10 +209,9 @@ class SipStack(Stack[SipGround]):
             _ip("link", "del", self.veth, check=False)
         if self.netns:
             _ip("netns", "del", self.netns, check=False)
-        if self.netns_dir_made:
+        if NETNS_MOUNT_MARK.exists():
             release_netns_dir()
         self.veth = self.netns = ""
-        self.netns_dir_made = False
 
 
 def netns_dir_mounted() -> bool:
@@ -223,6 +227,7 @@ def release_netns_dir() -> None:
     if not netns_dir_mounted():
         with contextlib.suppress(OSError):
             Path(NETNS_DIR).rmdir()
+        NETNS_MOUNT_MARK.unlink(missing_ok=True)
 
 
 def remove_orphans() -> list[str]:

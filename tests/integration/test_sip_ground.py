@@ -11,7 +11,14 @@ import pytest
 from testground.livekit import LiveKit
 from testground.operator import wait_for
 from testground.process import ComponentError
-from testground.sip import NAME_PREFIX, SipStack, netns_dir_mounted, release_netns_dir, remove_orphans
+from testground.sip import (
+    NAME_PREFIX,
+    SipStack,
+    netns_dir_mounted,
+    pick_subnet,
+    release_netns_dir,
+    remove_orphans,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +89,25 @@ def test_namespace_of_a_killed_session_is_removed_by_the_next_stack() -> None:
         subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
         if not mounted_before:
             release_netns_dir()
+
+
+def test_two_overlapping_stacks_leave_run_netns_as_they_found_it_whichever_stops_last(tmp_path: Path) -> None:
+    """`ip netns add` mounts /run/netns; the stack that mounted it may stop while another still has a namespace
+    there (two test sessions at once): the last one out undoes the mount, not only the one that made it."""
+    mounted_before = netns_dir_mounted()
+    first, second = SipStack(tmp_path / "first"), SipStack(tmp_path / "second")
+    try:
+        for tag, stack in (("ovl0a", first), ("ovl0b", second)):
+            subnet = pick_subnet()
+            host, caller, stranger = (str(h) for h in list(subnet.hosts())[:3])
+            stack._net_up(tag, subnet, host, caller, stranger)
+        assert netns_dir_mounted()
+        first.stop()  # the one that mounted it (unless the machine had it mounted) goes first
+        assert second.netns in ours()[0] and netns_dir_mounted()
+        second.stop()
+    finally:
+        first.stop()
+        second.stop()
+    assert netns_dir_mounted() == mounted_before
+    namespaces, links = ours()
+    assert not set(first.made + second.made) & (set(namespaces) | set(links))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from voicefleet_operator.kube import MetricsUnavailable
-from voicefleet_operator.scalein import BACKOFF_MAX_S, BACKOFF_MIN_S, FleetSessions, agent_selector
+from voicefleet_operator.scalein import BACKOFF_MAX_S, BACKOFF_MIN_S, FLEET_SELECTOR, SHARED_READ_S, FleetSessions
 from voicefleet_operator.sessions import DELETION_COST, AgentPodIndex, PodSeen, deletion_costs, quantity, tally
 
 
@@ -106,7 +106,7 @@ def test_the_service_writes_status_and_costs_once_and_nothing_at_rest() -> None:
         fleet.saw_pod(_pod(name), deleted=False)
     store.answer = _metric(a="2", b="1", c="0")
     asyncio.run(fleet.tick("voice", "tasks", 2, {}))
-    assert store.reads == [("voice", "voicefleet_agent_active_sessions", agent_selector("tasks"))]
+    assert store.reads == [("voice", "voicefleet_agent_active_sessions", FLEET_SELECTOR)]
     assert store.status == [{"sessions": 3, "fullPods": 1, "draining": 0}]
     assert sorted(store.annotations) == [("a", {DELETION_COST: "2"}), ("b", {DELETION_COST: "1"})]
     # the watch echoes the writes; the next ticks at rest write nothing
@@ -116,6 +116,43 @@ def test_the_service_writes_status_and_costs_once_and_nothing_at_rest() -> None:
         now[0] += 10
         asyncio.run(fleet.tick("voice", "tasks", 2, {"sessions": 3, "fullPods": 1, "draining": 0}))
     assert len(store.status) == 1 and len(store.annotations) == 2
+
+
+def test_one_read_of_the_namespace_serves_every_agents_tick_in_its_window_each_counting_only_its_pods() -> None:
+    store, now = Recorder(), [1000.0]
+    fleet = FleetSessions(store, clock=lambda: now[0])
+    for pod, agent in (("t1", "tasks"), ("t2", "tasks"), ("s1", "sales"), ("q1", "quiet")):
+        fleet.saw_pod(_pod(pod, agent=agent), deleted=False)
+    # "x1" belongs to no VoiceAgent the pod watch has shown: nobody counts it
+    store.answer = _metric(t1="2", t2="1", s1="4", x1="7")
+
+    async def every_agent_ticks_at_once() -> list[Any]:
+        return await asyncio.gather(*(fleet.tick("voice", a, 4, {}) for a in ("tasks", "sales", "quiet")))
+
+    tasks, sales, quiet = asyncio.run(every_agent_ticks_at_once())
+    assert len(store.reads) == 1  # the three timers waited for one read
+    assert (tasks.sessions, tasks.per_pod) == (3, {"t1": 2, "t2": 1})
+    assert (sales.sessions, sales.full) == (4, 1)
+    assert quiet.sessions == 0 and quiet.per_pod == {}
+    now[0] += SHARED_READ_S - 0.1
+    asyncio.run(fleet.tick("voice", "tasks", 4, {}))
+    assert len(store.reads) == 1  # still the same window
+    now[0] += 0.1
+    store.answer = _metric(t1="0", t2="1")
+    assert asyncio.run(fleet.tick("voice", "tasks", 4, {})).sessions == 1
+    assert len(store.reads) == 2
+
+
+def test_a_failed_namespace_read_is_not_kept_for_the_next_tick() -> None:
+    store, now = Recorder(), [0.0]
+    fleet = FleetSessions(store, clock=lambda: now[0], shared_for=60.0)
+    fleet.saw_pod(_pod("t1"), deleted=False)
+    store.answer = RuntimeError("connection reset")
+    with pytest.raises(RuntimeError):
+        asyncio.run(fleet.tick("voice", "tasks", None, {}))
+    store.answer = _metric(t1="1")
+    assert asyncio.run(fleet.tick("voice", "tasks", None, {})).sessions == 1
+    assert len(store.reads) == 2
 
 
 def test_a_missing_metrics_api_is_read_once_per_backoff_window_for_all_agents_and_backs_off_to_the_cap() -> None:
