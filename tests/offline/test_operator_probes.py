@@ -65,5 +65,5 @@ async def test_digital_silence_is_answered_empty_without_the_model_and_any_signa
     silent = await engine.transcribe(np.zeros(WHISPER_RATE // 2, dtype=np.float32))
     assert (silent.text, silent.duration, engine.transcriptions) == ("", 0.5, 0)
     faint = np.full(WHISPER_RATE // 2, 2 * SILENCE_PEAK, dtype=np.float32)
-    with pytest.raises(RuntimeError, match="model.bin"):
+    with pytest.raises(RuntimeError, match=r"model\.bin"):
         await engine.transcribe(faint)
