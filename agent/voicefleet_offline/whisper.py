@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +40,9 @@ class Transcript:
 
 
 EMPTY = Transcript("", (), 0.0, 0.0, "en", 0.0, 1.0)
+# The loudest sample of audio treated as digital silence: about three steps of 16-bit PCM (one is 1/32768 ≈ 3.1e-5),
+# -80 dBFS, so zeros and rounding noise count, any real microphone signal does not.
+SILENCE_PEAK = 1e-4
 
 
 def default_model_path() -> str:
@@ -85,7 +88,9 @@ class WhisperEngine:
 
     async def warm_up(self) -> None:
         """Load the model and run one tiny decode so the first real request pays no start-up cost."""
-        await self.transcribe(np.zeros(WHISPER_RATE // 2, dtype=np.float32))
+        loop = asyncio.get_running_loop()
+        silence = np.zeros(WHISPER_RATE // 2, dtype=np.float32)  # decoded for real: `transcribe` would skip it
+        await loop.run_in_executor(self._executor, self._transcribe_sync, silence, None, None, 0.0, None)
 
     async def transcribe(
         self,
@@ -97,7 +102,12 @@ class WhisperEngine:
         skip: threading.Event | None = None,
     ) -> Transcript:
         """Transcribe 16 kHz mono float audio. A set `skip` event when the job starts returns `EMPTY` at once
-        (used to drop interim jobs a final has overtaken)."""
+        (used to drop interim jobs a final has overtaken). Digital silence (no sample above SILENCE_PEAK) is
+        answered at once with an empty transcript, without the model: nothing to hear, and Whisper decoding silence
+        only invents words. A health probe's silent clip then measures the server, not the queue of calls'
+        audio ahead of it on the one decoding thread (a hosted recogniser answers it just as fast)."""
+        if audio.size == 0 or float(np.max(np.abs(audio))) <= SILENCE_PEAK:
+            return replace(EMPTY, duration=audio.size / WHISPER_RATE)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, self._transcribe_sync, audio, hotwords, prompt, temperature, skip

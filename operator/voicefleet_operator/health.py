@@ -39,6 +39,9 @@ class ProviderHealth:
 # while a provider is suspect (failed, not yet unhealthy), or agents report errors from it, probe again this soon
 # instead of a whole interval later
 CONFIRM_INTERVAL_S = 0.5
+# a probe still unanswered after this share of its deadline is late: a slow or hanging provider shows itself here,
+# and the confirming probes start beside it instead of after it has failed
+LATE_SHARE = 0.5
 
 
 def probe_deadline(check: HealthCheckSpec) -> float:
@@ -65,14 +68,17 @@ def probe_wait(
     ``running``: when the probes still running started, ``last_ended``: when the latest one ended.
 
     A settled provider is probed ``intervalSeconds`` after its last probe ended, one probe at a time (a slow backend
-    is never probed back to back). A suspect one is probed every CONFIRM_INTERVAL_S without waiting for a slow probe
-    to end, at most as many at once as failures are still missing: ``failureThreshold`` failures in a row still
-    decide (each probe slower than ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors
-    reported by the fleet's agents bring the next probe forward the same way (a hint: only the probes count)."""
-    hurried = suspect(health)
+    is never probed back to back). A suspect one, or one whose probe is late (unanswered after LATE_SHARE of the
+    deadline), is probed every CONFIRM_INTERVAL_S without waiting for a slow probe to end, at most as many at once
+    as failures are still missing: ``failureThreshold`` failures in a row still decide (each probe slower than
+    ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors reported by the fleet's agents
+    bring the next probe forward the same way (a hint: only the probes count)."""
+    late_at = min(running, default=math.inf) + LATE_SHARE * probe_deadline(check)
+    hurried = health.healthy and (health.consecutive_failures > 0 or now >= late_at)
     room = max(1, check.failure_threshold - health.consecutive_failures) if hurried else 1
     if len(running) >= room:
-        return None
+        # a settled provider's probe in flight: look again when it turns late (if it has not answered by then)
+        return max(0.0, late_at - now) if health.healthy and not hurried else None
     if last_started is None:
         return 0.0
     if hurried or reported:

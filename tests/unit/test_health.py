@@ -8,6 +8,7 @@ import pytest
 
 from voicefleet_operator.health import (
     CONFIRM_INTERVAL_S,
+    LATE_SHARE,
     Choice,
     Observation,
     ProviderHealth,
@@ -178,11 +179,28 @@ def test_at_the_example_policys_settings_a_fault_is_confirmed_in_seconds_not_int
     check = HealthCheckSpec(interval_seconds=5, failure_threshold=3, timeout_seconds=3, latency_threshold_ms=1500)
     # refused or HTTP 5xx: the probes fail at once, confirmed one after the other
     assert time_to_unhealthy(check, 0.01) <= 2 * CONFIRM_INTERVAL_S + 0.01
-    # slow or hanging: each probe is cut at the latency threshold, and the confirmations overlap instead of queuing
-    # (3 x 3 s + 2 x 5 s = 19 s before the cut; 3 x 1.5 s + 2 x 0.5 s = 5.5 s with the cut alone)
-    assert time_to_unhealthy(check, 10) == 1.5 + 1.5 + CONFIRM_INTERVAL_S
-    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 2}), 10) == 3.0
+    # slow or hanging: each probe is cut at the latency threshold, and the confirmations start beside the first
+    # probe once it is late (half its deadline) instead of after it failed (3 x 3 s + 2 x 5 s = 19 s before the
+    # cut; 3 x 1.5 s + 2 x 0.5 s = 5.5 s with the cut alone; 1.5 + 1.5 + 0.5 = 3.5 s confirming after the failure)
+    assert time_to_unhealthy(check, 10) == LATE_SHARE * 1.5 + CONFIRM_INTERVAL_S + 1.5 == 2.75
+    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 2}), 10) == 0.75 + 1.5
     assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 1}), 10) == 1.5
+
+
+def test_a_late_probe_brings_its_confirmations_forward_and_a_prompt_one_adds_no_probe() -> None:
+    check = HealthCheckSpec(interval_seconds=5, failure_threshold=3, timeout_seconds=3, latency_threshold_ms=1500)
+    healthy = ProviderHealth()
+    # in flight and not late yet: no second probe, only a look again when it would turn late
+    assert probe_wait(check, healthy, 100.0, [100.0], 100.2) == pytest.approx(0.55)
+    # late: the second starts now, the third a confirm interval after it, never a fourth at once
+    assert probe_wait(check, healthy, 100.0, [100.0], 100.75) == 0
+    assert probe_wait(check, healthy, 100.75, [100.0, 100.75], 100.75) == pytest.approx(CONFIRM_INTERVAL_S)
+    assert probe_wait(check, healthy, 101.25, [100.0, 100.75, 101.25], 101.3) is None
+    # a probe answered in time: the next one an interval after it ended, alone
+    assert probe_wait(check, observe(healthy, Observation(True, T0, latency_ms=300), check), 100.0, [], 100.3,
+                      last_ended=100.3) == pytest.approx(5.0)  # fmt: skip
+    # an unhealthy provider is not hurried: its late probe waits for its answer
+    assert probe_wait(check, run(healthy, "---"), 100.0, [100.0], 101.0) is None
 
 
 def test_one_slow_probe_is_not_a_failover_when_two_are_needed() -> None:
