@@ -12,7 +12,8 @@ a Python caller speaks espeak-ng requests and listens. Per turn:
   overhead - tool (still holding the tool-call request's time to its call);
 * transport = v2v - agent e2e: WebRTC both ways, jitter buffers, and the agent VAD's view of "stopped speaking".
 
-Then barge-ins and backchannels, each while the agent reads a five-task list: barge-in = the caller's first voiced
+Then barge-ins and backchannels, each while the agent reads a five-task list, 1 to 2 s into it (a different point
+for each, ONSET_STEP_S apart, so that some land mid-word): barge-in = the caller's first voiced
 frame of "Wait, stop please" → the agent's last voiced frame before it goes quiet, at the caller; a backchannel
 ("uh-huh") is a false interruption when the agent's reply ends interrupted (its interruptions counter moved) instead
 of resuming.
@@ -52,7 +53,10 @@ TURN_TIMEOUT = 30.0
 LIST = ("call the dentist", "pay the rent", "water the plants", "book the flights", "renew the passport")
 BARGE_IN = "Wait, stop please"
 BACKCHANNEL = "uh-huh"
-MID_REPLY_S = 1.0  # how far into its reply the agent is when the caller speaks up
+MID_REPLY_S = 1.0  # how far into its reply the agent is when the caller speaks up, at the least
+# ... plus a step of this per barge-in (cycling over a second): the caller speaks up at different points of the words
+# and of the gaps between them, not always at the same moment of the reply (where espeak may leave a gap)
+ONSET_STEP_S = 0.137
 
 
 @dataclass
@@ -131,20 +135,21 @@ def _interruptions(stack: VoiceStack) -> float:
     return stack.metric_samples().get(f'{contract.INTERRUPTIONS}{{agent="{stack.agent_name}"}}', 0.0)
 
 
-async def _agent_reading_the_list(stack: VoiceStack, caller: Caller) -> float:
-    """Ask for the five-task list and return (when it was asked) once the agent has been reading it MID_REPLY_S."""
+async def _agent_reading_the_list(stack: VoiceStack, caller: Caller, into: float) -> float:
+    """Ask for the five-task list and return (when it was asked) once the agent has been reading it ``into`` s."""
     stack.store.clear()
     for title in LIST:
         stack.store.add(title)
     request = await caller.say("Show me my list")
     started = await caller.wait_agent_speech(request.ended_at, timeout=30)
-    await asyncio.sleep(max(0.0, started + MID_REPLY_S - time.monotonic()))  # the scenario: 1 s into the reply
+    await asyncio.sleep(max(0.0, started + into - time.monotonic()))
     return request.ended_at
 
 
-async def overlap(stack: VoiceStack, caller: Caller, text: str) -> Overlap:
-    """Speak ``text`` over the agent's reply; time the stop; wait for the reply (or the answer) to end."""
-    asked = await _agent_reading_the_list(stack, caller)
+async def overlap(stack: VoiceStack, caller: Caller, text: str, into: float = MID_REPLY_S) -> Overlap:
+    """Speak ``text`` over the agent's reply, ``into`` s after it began; time the stop; wait for the reply (or the
+    answer) to end."""
+    asked = await _agent_reading_the_list(stack, caller, into)
     before = await asyncio.to_thread(_interruptions, stack)
     await caller.say(text, wait=False)
     spoken = await caller.utterance_done(text)
@@ -226,9 +231,10 @@ async def run_turns(stack: VoiceStack, turns: int, warmup: int, bargeins: int = 
                     results.append(result)
                 print(f"turn {i + 1 - warmup:>3}{' (warm-up)' if i < warmup else ''}: {text!r} heard {heard!r} "
                       f"v2v {v2v:.0f} ms", file=sys.stderr, flush=True)  # fmt: skip
-            for text in [BARGE_IN] * bargeins + [BACKCHANNEL] * backchannels:
+            for n, text in enumerate([BARGE_IN] * bargeins + [BACKCHANNEL] * backchannels):
+                into = MID_REPLY_S + (n * ONSET_STEP_S) % 1.0
                 try:
-                    overlaps.append(await overlap(stack, caller, text))
+                    overlaps.append(await overlap(stack, caller, text, into))
                 except TimeoutError:
                     missed.append(text)
                     print(f"over the agent: {text!r} missed (the agent never read the list)", file=sys.stderr)
@@ -236,8 +242,8 @@ async def run_turns(stack: VoiceStack, turns: int, warmup: int, bargeins: int = 
                     continue
                 last = overlaps[-1]
                 outcome = "interrupted" if last.interrupted else "resumed"
-                print(f"over the agent: {text!r} stopped its audio after {last.stop_ms} ms, reply {outcome}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(f"over the agent, {into:.2f} s into its reply: {text!r} stopped its audio after "
+                      f"{last.stop_ms} ms, reply {outcome}", file=sys.stderr, flush=True)  # fmt: skip
         finally:
             stop.set()
             await sampler
