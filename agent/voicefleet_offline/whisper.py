@@ -88,9 +88,8 @@ class WhisperEngine:
 
     async def warm_up(self) -> None:
         """Load the model and run one tiny decode so the first real request pays no start-up cost."""
-        loop = asyncio.get_running_loop()
-        silence = np.zeros(WHISPER_RATE // 2, dtype=np.float32)  # decoded for real: `transcribe` would skip it
-        await loop.run_in_executor(self._executor, self._transcribe_sync, silence, None, None, 0.0, None)
+        # decoded for real: `transcribe` answers silence without the model
+        await self._decode(np.zeros(WHISPER_RATE // 2, dtype=np.float32), None, None, 0.0, None)
 
     async def transcribe(
         self,
@@ -108,6 +107,17 @@ class WhisperEngine:
         audio ahead of it on the one decoding thread (a hosted recogniser answers it just as fast)."""
         if audio.size == 0 or float(np.max(np.abs(audio))) <= SILENCE_PEAK:
             return replace(EMPTY, duration=audio.size / WHISPER_RATE)
+        return await self._decode(audio, hotwords, prompt, temperature, skip)
+
+    async def _decode(
+        self,
+        audio: Float32Array,
+        hotwords: str | None,
+        prompt: str | None,
+        temperature: float,
+        skip: threading.Event | None,
+    ) -> Transcript:
+        """The model's transcription on the decoding thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, self._transcribe_sync, audio, hotwords, prompt, temperature, skip

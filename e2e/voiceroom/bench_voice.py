@@ -146,7 +146,7 @@ async def _agent_reading_the_list(stack: VoiceStack, caller: Caller, into: float
     return request.ended_at
 
 
-async def overlap(stack: VoiceStack, caller: Caller, text: str, into: float = MID_REPLY_S) -> Overlap:
+async def overlap(stack: VoiceStack, caller: Caller, text: str, into: float) -> Overlap:
     """Speak ``text`` over the agent's reply, ``into`` s after it began; time the stop; wait for the reply (or the
     answer) to end."""
     asked = await _agent_reading_the_list(stack, caller, into)

@@ -74,7 +74,7 @@ def probe_wait(
     ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors reported by the fleet's agents
     bring the next probe forward the same way (a hint: only the probes count)."""
     late_at = min(running, default=math.inf) + LATE_SHARE * probe_deadline(check)
-    hurried = health.healthy and (health.consecutive_failures > 0 or now >= late_at)
+    hurried = suspect(health) or (health.healthy and now >= late_at)
     room = max(1, check.failure_threshold - health.consecutive_failures) if hurried else 1
     if len(running) >= room:
         # a settled provider's probe in flight: look again when it turns late (if it has not answered by then)
