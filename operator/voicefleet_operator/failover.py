@@ -37,8 +37,9 @@ FLIPS = Counter("voicefleet_operator_provider_flips_total", "Changes of the prov
 PROBE_SECONDS = Histogram("voicefleet_operator_probe_seconds", "Synthetic probe latency", ["provider"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))  # fmt: skip
 
-BOOKKEEPING_SECONDS = 300.0
 log = logging.getLogger(__name__)
+# what changes with every probe round and nobody acts on: never a reason to write status on its own (the probe
+# metric has every latency); written along when something else changed
 _BOOKKEEPING = ("lastProbe", "lastProbeLatencyMs")
 
 Probe = Callable[[NamedProviderSpec, str | None, float], Awaitable[health.Observation]]
@@ -106,7 +107,6 @@ class Failover:
         self.fleet_health: dict[tuple[str, str], dict[tuple[str, str], health.ProviderHealth]] = defaultdict(dict)
         self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._rollout: dict[tuple[str, str], tuple[int, int, int]] = {}
-        self._written: dict[tuple[str, str], float] = {}  # monotonic time of the last status write per policy
 
     async def watch(self, namespace: str, name: str, every_second: Callable[[], Awaitable[None]]) -> None:
         """The policy's daemon until the policy is gone: each provider probed on its own schedule
@@ -219,7 +219,7 @@ class Failover:
 
     async def decide(self, body: dict[str, Any]) -> dict[str, str]:
         """Choose per modality, publish a new generation when anything moved, and write the policy's status when
-        more than probe bookkeeping changed (that, at most every BOOKKEEPING_SECONDS). Returns the choice."""
+        more than probe bookkeeping changed (a policy at rest is never written). Returns the choice."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         policy = ProviderPolicy.from_body(body)
         status = body.get("status") or {}
@@ -258,20 +258,10 @@ class Failover:
                 for p in getattr(policy.spec, used).providers:
                     ACTIVE.labels(namespace, name, used, p.name).set(1 if p.name == provider else 0)
             new_status = self._status(policy, body, active, reasons, generation, now)
-            if not self._worth_writing(namespace, name, status, new_status):
+            if not worth_writing(status, new_status):
                 return active
-            self._written[(namespace, name)] = time.monotonic()
         await self.store.patch_status(ProviderPolicyResource, namespace, name, new_status)
         return active
-
-    def _worth_writing(self, namespace: str, name: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
-        """Probe latencies and times change every round and matter to nobody reading the policy: they alone
-        are written at most every BOOKKEEPING_SECONDS (the probe metric has every latency)."""
-        if all(old.get(k) == v for k, v in new.items()):
-            return False
-        if _without_bookkeeping(old) != _without_bookkeeping(new):
-            return True
-        return time.monotonic() - self._written.get((namespace, name), -BOOKKEEPING_SECONDS) >= BOOKKEEPING_SECONDS
 
     def _status(
         self,
@@ -356,17 +346,24 @@ class Failover:
         self.health.pop((namespace, name), None)
         self.fleet_health.pop((namespace, name), None)
         self._rollout.pop((namespace, name), None)
-        self._written.pop((namespace, name), None)
         self.fleet.drop(namespace, name)
+
+
+def worth_writing(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the policy's status changed in what its readers act on. Probe latencies and times change every
+    round and matter to nobody reading the policy, so a policy at rest costs no write at all; they are written
+    along with any other change (and a provider's first probe is written: it tells that probing runs)."""
+    return _without_bookkeeping(old) != _without_bookkeeping(new)
 
 
 def _without_bookkeeping(status: dict[str, Any]) -> dict[str, Any]:
     """What readers act on: whether a provider fails, not for how many rounds it has (the count of a provider
-    that stays down grows every probe)."""
+    that stays down grows every probe), and whether it was probed at all, not when last."""
     providers = [
         {
             **{k: v for k, v in p.items() if k not in _BOOKKEEPING},
             "consecutiveFailures": min(1, p.get("consecutiveFailures", 0)),
+            "probed": bool(p.get("lastProbe")),
         }
         for p in status.get("providers") or []
     ]

@@ -640,10 +640,17 @@ class ProviderHealthStatus(Model):
     name: str = Field(description="Provider name in the chain.")
     healthy: bool = Field(description="The verdict, with hysteresis.")
     consecutive_failures: int = Field(default=0, description="Failed observations in a row.")
-    last_probe_latency_ms: float | None = Field(default=None, description="Latency of the last synthetic probe.")
+    last_probe_latency_ms: float | None = Field(
+        default=None,
+        description="Latency of the newest synthetic probe when this status was written. Status is written when a "
+        "verdict, choice or rollout changes, never for a probe alone (a policy at rest costs no API writes); the "
+        "operator's voicefleet_operator_probe_seconds metric has every probe.",
+    )
     last_error: str = Field(default="", description="Why the last failed observation failed.")
     since: datetime | None = Field(default=None, description="When the verdict last changed.")
-    last_probe: datetime | None = Field(default=None, description="When the last probe ran.")
+    last_probe: datetime | None = Field(
+        default=None, description="When the newest probe ran as of this status's last write (see lastProbeLatencyMs)."
+    )
 
 
 class RolloutStatus(Model):
