@@ -49,6 +49,7 @@ Emit = Callable[[dict[str, Any], str, str, str], None]
 class Store(Protocol):
     async def provider_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    async def secret_version(self, namespace: str, name: str) -> str | None: ...
     async def patch_status(self, res: Any, namespace: str, name: str, status: dict[str, Any]) -> Any: ...
 
 
@@ -107,6 +108,9 @@ class Failover:
         self.fleet_health: dict[tuple[str, str], dict[tuple[str, str], health.ProviderHealth]] = defaultdict(dict)
         self.locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._rollout: dict[tuple[str, str], tuple[int, int, int]] = {}
+        # the provider keys' Secrets as last read, by resourceVersion (from the Secret watch): a probe every second
+        # costs no read of its key until the Secret changes
+        self._keys: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
 
     async def watch(self, namespace: str, name: str, every_second: Callable[[], Awaitable[None]]) -> None:
         """The policy's daemon until the policy is gone: each provider probed on its own schedule
@@ -178,12 +182,26 @@ class Failover:
     ) -> tuple[health.Observation, float]:
         key = None
         if spec.secret_ref:
-            data = await self.store.secret_data(namespace, spec.secret_ref.name) or {}
+            data = await self._secret(namespace, spec.secret_ref.name) or {}
             key = data.get(spec.secret_ref.key)
         observation = await self.probe(spec, key, health.probe_deadline(check))
         if observation.latency_ms is not None:
             PROBE_SECONDS.labels(spec.name).observe(observation.latency_ms / 1000)
         return observation, time.monotonic()
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A provider key's Secret, read again only when its resourceVersion moved."""
+        version = await self.store.secret_version(namespace, name)
+        if version is None:
+            self._keys.pop((namespace, name), None)
+            return None
+        kept = self._keys.get((namespace, name))
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        data = await self.store.secret_data(namespace, name)
+        if data is not None:
+            self._keys[(namespace, name)] = (version, data)
+        return data
 
     def _fold_probes(
         self, key: tuple[str, str], probers: dict[tuple[str, str], _Prober], check: HealthCheckSpec

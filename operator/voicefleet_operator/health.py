@@ -69,17 +69,20 @@ def probe_wait(
 
     A settled provider is probed ``intervalSeconds`` after its last probe ended, one probe at a time (a slow backend
     is never probed back to back). A suspect one, or one whose probe is late (unanswered after LATE_SHARE of the
-    deadline), is probed every CONFIRM_INTERVAL_S without waiting for a slow probe to end, at most as many at once
-    as failures are still missing: ``failureThreshold`` failures in a row still decide (each probe slower than
-    ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors reported by the fleet's agents
-    bring the next probe forward the same way (a hint: only the probes count)."""
+    deadline), is probed every CONFIRM_INTERVAL_S without waiting for a slow probe to end (beside a late probe, at
+    once), at most as many at once as failures are still missing: ``failureThreshold`` failures in a row still
+    decide (each probe slower than ``latencyThresholdMs`` is one failure), they are only gathered sooner. Errors
+    reported by the fleet's agents bring the next probe forward the same way (a hint: only the probes count)."""
     late_at = min(running, default=math.inf) + LATE_SHARE * probe_deadline(check)
-    hurried = suspect(health) or (health.healthy and now >= late_at)
+    late = health.healthy and now >= late_at
+    hurried = suspect(health) or late
     room = max(1, check.failure_threshold - health.consecutive_failures) if hurried else 1
     if len(running) >= room:
         # a settled provider's probe in flight: look again when it turns late (if it has not answered by then)
         return max(0.0, late_at - now) if health.healthy and not hurried else None
-    if last_started is None:
+    if last_started is None or late:
+        # beside a late probe the missing confirmations start together: each must itself run past the deadline
+        # to count, so spacing them out would only add to the time a slow provider takes to be confirmed
         return 0.0
     if hurried or reported:
         return max(0.0, last_started + CONFIRM_INTERVAL_S - now)

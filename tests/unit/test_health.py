@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from voicefleet_operator.health import (
     CONFIRM_INTERVAL_S,
@@ -24,6 +26,12 @@ from voicefleet_operator.models import FailbackSpec, HealthCheckSpec
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 CHECK = HealthCheckSpec(failure_threshold=3, recovery_threshold=2, latency_threshold_ms=1000)
 CHAIN = ["deepgram", "whisper"]
+EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "examples" / "10-providerpolicy.yaml"
+
+
+def example_check() -> HealthCheckSpec:
+    """The healthCheck of the example ProviderPolicy, as users apply it."""
+    return HealthCheckSpec.model_validate(yaml.safe_load(EXAMPLE_POLICY.read_text())["spec"]["healthCheck"])
 
 
 def run(health: ProviderHealth, oks: str, start: int = 0) -> ProviderHealth:
@@ -175,16 +183,25 @@ def time_to_unhealthy(check: HealthCheckSpec, probe_takes: float) -> float:
             now += wait
 
 
-def test_at_the_example_policys_settings_a_fault_is_confirmed_in_seconds_not_intervals() -> None:
-    check = HealthCheckSpec(interval_seconds=5, failure_threshold=3, timeout_seconds=3, latency_threshold_ms=1500)
+def test_at_the_example_policys_settings_any_fault_is_confirmed_within_3_s_of_the_fault() -> None:
+    check = example_check()
+    assert (check.interval_seconds, check.latency_threshold_ms, check.failure_threshold) == (1, 1000, 3)
+    # the phase: a fault that begins just after a probe passed is met by the next one an interval later (plus
+    # that probe's own answer, a few ms), then the confirmation
+    phase = check.interval_seconds + 0.05
     # refused or HTTP 5xx: the probes fail at once, confirmed one after the other
     assert time_to_unhealthy(check, 0.01) <= 2 * CONFIRM_INTERVAL_S + 0.01
-    # slow or hanging: each probe is cut at the latency threshold, and the confirmations start beside the first
-    # probe once it is late (half its deadline) instead of after it failed (3 x 3 s + 2 x 5 s = 19 s before the
-    # cut; 3 x 1.5 s + 2 x 0.5 s = 5.5 s with the cut alone; 1.5 + 1.5 + 0.5 = 3.5 s confirming after the failure)
-    assert time_to_unhealthy(check, 10) == LATE_SHARE * 1.5 + CONFIRM_INTERVAL_S + 1.5 == 2.75
-    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 2}), 10) == 0.75 + 1.5
-    assert time_to_unhealthy(check.model_copy(update={"failure_threshold": 1}), 10) == 1.5
+    assert phase + time_to_unhealthy(check, 0.01) <= 3.0
+    # slow or hanging: each probe is cut at the latency threshold, and the missing confirmations start together
+    # beside the first probe once it is late (half its deadline): 0.5 + 1.0 s (1.5 + 1.5 + 0.5 = 3.5 s when
+    # confirming after the failure, 19 s before the cut; 2.75 s with the confirmations half a second apart)
+    assert time_to_unhealthy(check, 10) == LATE_SHARE * 1.0 + 1.0 == 1.5
+    assert phase + time_to_unhealthy(check, 10) <= 3.0
+    # the same schedule at the former example's 1.5 s threshold, and at other failure thresholds
+    former = check.model_copy(update={"latency_threshold_ms": 1500, "timeout_seconds": 3})
+    assert time_to_unhealthy(former, 10) == 0.75 + 1.5
+    assert time_to_unhealthy(former.model_copy(update={"failure_threshold": 2}), 10) == 0.75 + 1.5
+    assert time_to_unhealthy(former.model_copy(update={"failure_threshold": 1}), 10) == 1.5
 
 
 def test_a_late_probe_brings_its_confirmations_forward_and_a_prompt_one_adds_no_probe() -> None:
@@ -192,13 +209,15 @@ def test_a_late_probe_brings_its_confirmations_forward_and_a_prompt_one_adds_no_
     healthy = ProviderHealth()
     # in flight and not late yet: no second probe, only a look again when it would turn late
     assert probe_wait(check, healthy, 100.0, [100.0], 100.2) == pytest.approx(0.55)
-    # late: the second starts now, the third a confirm interval after it, never a fourth at once
+    # late: the two missing confirmations start now, together, never a fourth at once
     assert probe_wait(check, healthy, 100.0, [100.0], 100.75) == 0
-    assert probe_wait(check, healthy, 100.75, [100.0, 100.75], 100.75) == pytest.approx(CONFIRM_INTERVAL_S)
-    assert probe_wait(check, healthy, 101.25, [100.0, 100.75, 101.25], 101.3) is None
+    assert probe_wait(check, healthy, 100.75, [100.0, 100.75], 100.75) == 0
+    assert probe_wait(check, healthy, 100.75, [100.0, 100.75, 100.75], 100.8) is None
     # a probe answered in time: the next one an interval after it ended, alone
     assert probe_wait(check, observe(healthy, Observation(True, T0, latency_ms=300), check), 100.0, [], 100.3,
                       last_ended=100.3) == pytest.approx(5.0)  # fmt: skip
+    # a suspect provider with no late probe: confirmations a confirm interval apart, not back to back
+    assert probe_wait(check, run(healthy, "-"), 100.0, [], 100.1) == pytest.approx(CONFIRM_INTERVAL_S - 0.1)
     # an unhealthy provider is not hurried: its late probe waits for its answer
     assert probe_wait(check, run(healthy, "---"), 100.0, [100.0], 101.0) is None
 
