@@ -13,15 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from livekit.agents import AgentServer, JobContext, JobProcess, inference
+from livekit.agents import AgentServer, JobContext, JobProcess
 
-from voicefleet_agent import contract, http, loopwatch, speaking_rate, toolschema
+from voicefleet_agent import bargein, contract, http, loopwatch, speaking_rate, toolschema
 from voicefleet_agent.assistant import TaskAssistant
 from voicefleet_agent.config import load_config
 from voicefleet_agent.contract import AgentConfig, tasks_token_key
 from voicefleet_agent.fleet_client import FleetFollower, presence_follower
 from voicefleet_agent.metrics import default_metrics, reap_dead_processes
-from voicefleet_agent.session import run_session, vad_options
+from voicefleet_agent.session import agent_vad, run_session
 from voicefleet_agent.worker_options import preload_local_inference, server_options
 
 REAP_INTERVAL_SECONDS = 15.0
@@ -56,9 +56,10 @@ def prewarm(proc: JobProcess) -> None:
     """Once per job process, before any job: the Silero VAD (bundled with livekit-local-inference, no download),
     the process's SSL context, lazily imported modules and a first LLM round (so no session pays for them on its
     loop), the tools' schemas built once and the speaking-rate estimate vectorized (not on every request, step),
-    the tasks token key."""
+    the tasks token key, and barge-in's prompt pause (``bargein``)."""
     loopwatch.install_from_env(os.environ)
-    proc.userdata["vad"] = inference.VAD(model="silero", **vad_options(CONFIG.vad))
+    proc.userdata["vad"] = agent_vad(CONFIG.vad)
+    bargein.install()
     proc.userdata["token_key"] = tasks_token_key(os.environ)
     toolschema.install()
     toolschema.warm(TaskAssistant)
