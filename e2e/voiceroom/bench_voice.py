@@ -3,7 +3,8 @@
 Starts its own livekit-server (test ground), the offline providers, the tasks MCP server and a real agent worker;
 a Python caller speaks espeak-ng requests and listens. Per turn:
 
-* voice-to-voice (v2v): the caller's last voiced frame → the agent's first non-silent frame, both at the caller;
+* voice-to-voice (v2v): the caller's last voiced frame → the agent's first non-silent frame, both at the caller
+  (the caller's frames timed as they leave its mic's queue for the track, as a real microphone would send them);
 * from the agent's own Prometheus histograms (deltas around each turn): end-of-turn delay (endpointing, includes
   waiting for the STT final), STT final delay, LLM TTFT, TTS TTFB, and the agent's voice-to-voice (e2e);
 * pipeline overhead = agent e2e - (end of turn + LLM TTFT + TTS TTFB): the framework's own time between providers
@@ -14,7 +15,8 @@ a Python caller speaks espeak-ng requests and listens. Per turn:
 
 Then barge-ins and backchannels, each while the agent reads a five-task list, 1 to 2 s into it (a different point
 for each, ONSET_STEP_S apart, so that some land mid-word): barge-in = the caller's first voiced
-frame of "Wait, stop please" → the agent's last voiced frame before it goes quiet, at the caller; a backchannel
+frame of "Wait, stop please" → the agent's last voiced frame before it goes quiet, at the caller (0 when the caller
+spoke into a pause between two words and heard nothing more); a backchannel
 ("uh-huh") is a false interruption when the agent's reply ends interrupted (its interruptions counter moved) instead
 of resuming.
 
@@ -153,8 +155,9 @@ async def overlap(stack: VoiceStack, caller: Caller, text: str, into: float) -> 
     before = await asyncio.to_thread(_interruptions, stack)
     await caller.say(text, wait=False)
     spoken = await caller.utterance_done(text)
-    stop = await caller.wait_agent_quiet(spoken.started_at, timeout=30)
-    stop_ms = round((stop - spoken.started_at) * 1000, 1)
+    stop = await caller.wait_agent_quiet(spoken.started_at, timeout=30, running=True)
+    # 0: the caller spoke into a pause between two words and heard nothing more of the reply
+    stop_ms = round(max(0.0, stop - spoken.started_at) * 1000, 1)
     # the reply resumes (a false alarm) or the agent answers: either way wait until it has said everything
     with contextlib.suppress(TimeoutError):
         last = await caller.wait_agent_speech(spoken.ended_at, timeout=8)

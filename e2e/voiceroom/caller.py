@@ -31,7 +31,7 @@ USER_TOPIC = "lk.transcription"
 
 @dataclass(frozen=True)
 class Utterance:
-    """What the caller said and when: first and last voiced frame handed to the mic track."""
+    """What the caller said and when: first and last voiced frame as they leave the mic's queue for the track."""
 
     text: str
     started_at: float
@@ -86,10 +86,13 @@ class AgentAudio:
     def onset_after(self, t: float) -> float | None:
         return next((s for s, _ in self.spans if s >= t), None)
 
-    def stop_after(self, t: float, now: float) -> float | None:
-        """End of the first span still running at or starting after ``t``, once it has been quiet QUIET_MS."""
+    def stop_after(self, t: float, now: float, *, running: bool = False) -> float | None:
+        """End of the first span still running at or starting after ``t``, once it has been quiet QUIET_MS.
+        ``running``: a span is also running at ``t`` in a pause shorter than QUIET_MS (between two words of one
+        reply), so its end may come before ``t``: a reply that never sounds again after ``t`` stopped there."""
+        since = t - QUIET_MS / 1000 if running else t
         for _start, end in self.spans:
-            if end >= t and (end < self.spans[-1][1] or now - end >= QUIET_MS / 1000):
+            if end >= since and (end < self.spans[-1][1] or now - end >= QUIET_MS / 1000):
                 return end
         return None
 
@@ -191,7 +194,9 @@ class Caller:
                 if frame.size < FRAME_SAMPLES:
                     frame = np.concatenate([frame, silence[: FRAME_SAMPLES - frame.size]])
             await self.source.capture_frame(rtc.AudioFrame(frame.tobytes(), SAMPLE_RATE, 1, FRAME_SAMPLES))
-            now = time.monotonic()
+            # when this frame leaves the source's queue for the track (~100 ms of audio queue ahead of it): the
+            # moment a real microphone, which holds nothing back, would have sent it
+            now = time.monotonic() + max(0.0, self.source.queued_duration - FRAME_MS / 1000)
             if frame is not silence and _db(frame) > VOICED_DB:
                 first_voiced = first_voiced or now
                 last_voiced = now
@@ -276,10 +281,11 @@ class Caller:
         )
         return onset
 
-    async def wait_agent_quiet(self, after: float, timeout: float = 30.0) -> float:
-        """When the agent's audio (a span running at or after ``after``) went silent for good."""
+    async def wait_agent_quiet(self, after: float, timeout: float = 30.0, *, running: bool = False) -> float:
+        """When the agent's audio (a span running at or after ``after``) went silent for good; ``running``: the
+        span the agent was in at ``after`` counts even when ``after`` fell in a pause between its words."""
         end: float = await self._until(
-            lambda: self.agent_audio.stop_after(after, time.monotonic()),
+            lambda: self.agent_audio.stop_after(after, time.monotonic(), running=running),
             timeout,
             "agent audio stop",
             self.agent_audio.changed,
