@@ -364,6 +364,8 @@ class Failover:
         self.health.pop((namespace, name), None)
         self.fleet_health.pop((namespace, name), None)
         self._rollout.pop((namespace, name), None)
+        # no key outlives its policy in memory (another policy of the namespace reads its own again, once)
+        self._keys = {k: v for k, v in self._keys.items() if k[0] != namespace}
         self.fleet.drop(namespace, name)
 
 

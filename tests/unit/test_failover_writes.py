@@ -62,3 +62,12 @@ def test_a_probe_key_is_read_once_per_secret_version_not_once_per_probe() -> Non
     assert store.reads == 2
     store.version = None  # deleted
     assert asyncio.run(probes(1)) == [None]
+
+
+def test_a_forgotten_policy_keeps_no_key_of_its_namespace_in_memory() -> None:
+    store = _Secrets()
+    failover = Failover(store=store, fleet=Fleet(), emit=lambda *_: None, probe=None, clock=None)  # type: ignore[arg-type]
+    asyncio.run(failover._secret("ns", "provider-keys"))
+    asyncio.run(failover._secret("other", "provider-keys"))
+    failover.forget("ns", "default")
+    assert set(failover._keys) == {("other", "provider-keys")}
