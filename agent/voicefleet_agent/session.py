@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -208,8 +209,11 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
     token = caller_token(caller, token_key, session_id=ctx.room.name, now=time.time()) if token_key else None
     follower = process_follower(config.policy_name)
     pipeline = build_pipeline(config, vad=vad, active=follower.active if follower else None)
+    # the session's setup in several loop steps, not one of 20+ ms of CPU: the loop (audio) runs between them
+    await asyncio.sleep(0)
     unfollow = follow_fleet(pipeline, follower) if follower is not None else None
     tasks = tasks_client(config, token=token)
+    await asyncio.sleep(0)
     session: AgentSession[Any] = AgentSession(
         stt=pipeline.stt.model,
         llm=pipeline.llm.model,
@@ -217,6 +221,7 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
         vad=vad,
         turn_handling=turn_handling(config),
     )
+    await asyncio.sleep(0)
     recorder = SessionRecorder(default_metrics(), agent=config.agent_name, pipeline=pipeline)
     recorder.attach(session)
     recorder.session_started()
