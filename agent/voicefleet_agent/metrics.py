@@ -23,7 +23,8 @@ from livekit.agents import (
     FunctionToolsExecutedEvent,
     SessionUsageUpdatedEvent,
 )
-from livekit.agents.metrics import LLMModelUsage, STTModelUsage, TTSModelUsage
+from livekit.agents.llm import LLM
+from livekit.agents.metrics import LLMMetrics, LLMModelUsage, STTModelUsage, TTSModelUsage
 from livekit.agents.metrics.usage import ModelUsage
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import mark_process_dead
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 STAGE_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
+# the stage label's values; ``llm_tool_calls`` and ``tool`` are observed once per batch of tool calls
+STAGES = ("stt", "llm", "tts", "llm_tool_calls", "tool")
 # ChatMessage.metrics key → pipeline stage it measures
 _USER_STAGES = {"transcription_delay": "stt"}
 _ASSISTANT_STAGES = {"llm_node_ttft": "llm", "tts_node_ttfb": "tts"}
@@ -64,7 +67,7 @@ class Metrics:
         self.stage_latency = Histogram(
             contract.STAGE_LATENCY,
             "Per-turn latency of one pipeline stage: stt (transcription delay), llm (TTFT), tts (TTFB), "
-            "tool (a call's run).",
+            "llm_tool_calls (the LLM requests that ended in tool calls, whole), tool (a call's run).",
             ["agent", "stage"],
             buckets=STAGE_BUCKETS,
             registry=registry,
@@ -110,7 +113,7 @@ class Metrics:
         self.session_minutes.labels(agent=agent)
         for outcome in contract.PHONE_OUTCOMES:
             self.phone_calls.labels(agent=agent, outcome=outcome)
-        for stage in ("stt", "llm", "tts", "tool"):
+        for stage in STAGES:
             self.stage_latency.labels(agent=agent, stage=stage)
         for modality, chain in (("stt", config.stt), ("llm", config.llm), ("tts", config.tts)):
             for p in chain:
@@ -224,6 +227,7 @@ class SessionRecorder:
         if lookup is None and pipeline is not None:
             lookup = pipeline_lookup(pipeline)
         self._costs = CostTracker(lookup or (lambda *_: None))
+        self._llm_requests: list[float] = []  # durations of the LLM requests since the last message or tools
         if pipeline is not None:
             for chain in pipeline.chains():
                 for member in chain.members:
@@ -237,13 +241,25 @@ class SessionRecorder:
         session.on("conversation_item_added", self._on_item_added)
         session.on("session_usage_updated", self._on_usage)
         session.on("function_tools_executed", self._on_tools_executed)
+        if isinstance(session.llm, LLM):  # the switching LLM forwards each member's request metrics
+            session.llm.on("metrics_collected", self._on_llm_request)
+
+    def _on_llm_request(self, metrics: Any) -> None:
+        if isinstance(metrics, LLMMetrics) and not metrics.cancelled:
+            self._llm_requests.append(metrics.duration)
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
         """Stage ``tool``: from the LLM emitting a call to its output (the tool's run: for the tasks tools the
-        MCP round trip), so a tool turn's time splits into providers, tools and the pipeline's own."""
+        MCP round trip). Stage ``llm_tool_calls``: the LLM requests that led to these calls, start to end of their
+        streams (provider time; the answer's request counts only to its first token, as stage ``llm``). So a tool
+        turn's time splits into providers, tools and the pipeline's own."""
         stage = self._m.stage_latency.labels(agent=self._agent, stage="tool")
         for call, output in zip(ev.function_calls, ev.function_call_outputs, strict=False):
             stage.observe(max(0.0, output.created_at - call.created_at))
+        if self._llm_requests:
+            requests = self._m.stage_latency.labels(agent=self._agent, stage="llm_tool_calls")
+            requests.observe(sum(self._llm_requests))
+            self._llm_requests.clear()
 
     def _on_item_added(self, ev: ConversationItemAddedEvent) -> None:
         if isinstance(ev.item, ChatMessage):
@@ -274,6 +290,7 @@ class SessionRecorder:
         self._m.phone_calls.labels(agent=self._agent, outcome=outcome).inc()
 
     def record_message(self, msg: ChatMessage) -> None:
+        self._llm_requests.clear()  # the requests so far answered in words, not with tool calls
         metrics = msg.metrics
         if msg.role == "user":
             if (eot := metrics.get("end_of_turn_delay")) is not None:

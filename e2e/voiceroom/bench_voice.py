@@ -7,10 +7,12 @@ a Python caller speaks espeak-ng requests and listens. Per turn:
   (the caller's frames timed as they leave its mic's queue for the track, as a real microphone would send them);
 * from the agent's own Prometheus histograms (deltas around each turn): end-of-turn delay (endpointing, includes
   waiting for the STT final), STT final delay, LLM TTFT, TTS TTFB, and the agent's voice-to-voice (e2e);
-* pipeline overhead = agent e2e - (end of turn + LLM TTFT + TTS TTFB): the framework's own time between providers
-  (on tool turns it includes the tool-call LLM request and the tool's run: the MCP round trip);
+* LLM tool calls: on a tool turn, the LLM requests that ended in tool calls, start to end of their streams (the
+  agent's ``llm_tool_calls`` stage): provider time before the tools run;
+* pipeline overhead = agent e2e - (end of turn + LLM tool calls + LLM TTFT + TTS TTFB): the agent's own time between
+  the providers' answers (on tool turns it includes the tool's run: the MCP round trip);
 * tool: the agent's ``tool`` stage, from the LLM emitting a call to its output; overhead without tools = pipeline
-  overhead - tool (still holding the tool-call request's time to its call);
+  overhead - tool;
 * transport = v2v - agent e2e: WebRTC both ways, jitter buffers, and the agent VAD's view of "stopped speaking".
 
 Then barge-ins and backchannels, each while the agent reads a five-task list, 1 to 2 s into it (a different point
@@ -71,6 +73,7 @@ class TurnResult:
     end_of_turn_ms: float | None
     stt_ms: float | None
     llm_ttft_ms: float | None
+    llm_tool_calls_ms: float | None  # the requests that ended in tool calls, whole (0: no tool call)
     tts_ttfb_ms: float | None
     overhead_ms: float | None
     tool_ms: float | None
@@ -99,19 +102,28 @@ def _series(agent: str) -> dict[str, tuple[str, str]]:
                 f'{contract.STAGE_LATENCY}_sum{{{label},stage="{stage}"}}',
                 f'{contract.STAGE_LATENCY}_count{{{label},stage="{stage}"}}',
             )
-            for name, stage in (("stt", "stt"), ("llm_ttft", "llm"), ("tts_ttfb", "tts"), ("tool", "tool"))
+            for name, stage in (
+                ("stt", "stt"),
+                ("llm_ttft", "llm"),
+                ("tts_ttfb", "tts"),
+                ("llm_tool_calls", "llm_tool_calls"),
+                ("tool", "tool"),
+            )
         },
     }
 
 
+SUMMED = ("tool", "llm_tool_calls")
+
+
 def _delta_means(before: dict[str, float], after: dict[str, float], agent: str) -> dict[str, float | None]:
-    """Mean of each histogram's new observations (ms); None when the turn added none. ``tool`` is the sum: a turn's
-    tool calls run one after another."""
+    """Mean of each histogram's new observations (ms); None when the turn added none. ``tool`` and
+    ``llm_tool_calls`` are sums: a turn's tool calls, and the requests that made them, run one after another."""
     means: dict[str, float | None] = {}
     for name, (total, count) in _series(agent).items():
         n = after.get(count, 0.0) - before.get(count, 0.0)
         spent = (after.get(total, 0.0) - before.get(total, 0.0)) * 1000
-        means[name] = (spent if name == "tool" else spent / n) if n > 0 else None
+        means[name] = (spent if name in SUMMED else spent / n) if n > 0 else None
     return means
 
 
@@ -221,12 +233,13 @@ async def run_turns(stack: VoiceStack, turns: int, warmup: int, bargeins: int = 
                                if t.speaker == "agent" and t.at >= turn.utterance.ended_at), None)  # fmt: skip
                 v2v = turn.voice_to_voice * 1000
                 e2e, eot, llm, tts = m["agent_e2e"], m["end_of_turn"], m["llm_ttft"], m["tts_ttfb"]
-                overhead = e2e - eot - llm - tts if None not in (e2e, eot, llm, tts) else None  # type: ignore[operator]
+                asked = m["llm_tool_calls"] or 0.0  # provider time before the tools ran
+                overhead = e2e - eot - asked - llm - tts if None not in (e2e, eot, llm, tts) else None  # type: ignore[operator]
                 tool = m["tool"] or 0.0
                 result = TurnResult(
                     said=text, heard=heard, answer=answer, v2v_ms=round(v2v, 1),
                     agent_e2e_ms=_r(e2e), end_of_turn_ms=_r(eot), stt_ms=_r(m["stt"]), llm_ttft_ms=_r(llm),
-                    tts_ttfb_ms=_r(tts), overhead_ms=_r(overhead), tool_ms=_r(tool),
+                    tts_ttfb_ms=_r(tts), llm_tool_calls_ms=_r(asked), overhead_ms=_r(overhead), tool_ms=_r(tool),
                     own_overhead_ms=_r(None if overhead is None else overhead - tool),
                     transport_ms=_r(v2v - e2e if e2e else None),
                 )  # fmt: skip
@@ -294,6 +307,7 @@ LABELS = {
     "end_of_turn_ms": "  end of turn (endpointing, incl. waiting for the STT final)",
     "stt_ms": "    of which STT final after end of speech",
     "llm_ttft_ms": "  LLM time to first token",
+    "llm_tool_calls_ms": "  LLM requests that ended in tool calls (whole)",
     "tts_ttfb_ms": "  TTS time to first byte",
     "overhead_ms": "  pipeline overhead (agent e2e - providers)",
     "tool_ms": "    of which tool runs (LLM's call → its output; MCP)",
@@ -388,6 +402,7 @@ def bench(argv: list[str] | None = None) -> int:
         "end_of_turn_p95_ms": rows["end_of_turn_ms"]["p95"],
         "stt_p95_ms": rows["stt_ms"]["p95"],
         "llm_ttft_p95_ms": rows["llm_ttft_ms"]["p95"],
+        "llm_tool_calls_p95_ms": rows["llm_tool_calls_ms"]["p95"],
         "tts_ttfb_p95_ms": rows["tts_ttfb_ms"]["p95"],
         "transport_p95_ms": rows["transport_ms"]["p95"],
         "idle_worker_rss_mb": idle.rss_mb,

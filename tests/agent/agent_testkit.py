@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -94,6 +95,7 @@ class Reply:
 
     text: str | None = None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    delay: float = 0.0  # seconds the request takes before it answers
 
 
 def call(name: str, **arguments: Any) -> Reply:
@@ -112,6 +114,8 @@ class _ScriptedStream(llm.LLMStream):
     async def _run(self) -> None:
         if self._reply is None:
             raise AssertionError("the scripted LLM was called more often than scripted")
+        if self._reply.delay:
+            await asyncio.sleep(self._reply.delay)
         if self._reply.calls:
             tool_calls = [
                 FunctionToolCall(name=name, arguments=json.dumps(args), call_id=f"call_{time.monotonic_ns()}_{i}")

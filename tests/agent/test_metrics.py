@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,8 @@ async def test_recorder_follows_a_live_session() -> None:
 
     # every assistant reply of a text session carries its LLM time to first token
     assert sample(registry, f"{contract.STAGE_LATENCY}_count", stage="llm") == 2
+    # and no request led to a tool call
+    assert sample(registry, f"{contract.STAGE_LATENCY}_count", stage="llm_tool_calls") == 0
 
 
 TOOL_RUN_S = 0.08
@@ -185,16 +188,27 @@ class _SlowTool(Agent):
         return "found"
 
 
-async def test_a_tool_call_is_timed_as_its_own_stage() -> None:
+CALL_REQUEST_S = 0.05
+ANSWER_REQUEST_S = 0.3
+
+
+async def test_a_tool_call_and_the_request_that_made_it_are_timed_as_their_own_stages() -> None:
     registry = CollectorRegistry()
     recorder = SessionRecorder(Metrics(registry), agent=AGENT)
-    async with AgentSession[Any](llm=ScriptedLLM(call("lookup"), say("Found it.")), vad=None) as session:
+    replies = (replace(call("lookup"), delay=CALL_REQUEST_S), replace(say("Found it."), delay=ANSWER_REQUEST_S))
+    async with AgentSession[Any](llm=ScriptedLLM(*replies), vad=None) as session:
         recorder.attach(session)
         await session.start(_SlowTool(instructions="Be brief."))
         await session.run(user_input="look it up")
 
     assert sample(registry, f"{contract.STAGE_LATENCY}_count", stage="tool") == 1
     assert TOOL_RUN_S <= sample(registry, f"{contract.STAGE_LATENCY}_sum", stage="tool") < 5
+    # the request that asked for the tool, whole; the answer's request is not in it (its TTFT is stage llm)
+    assert sample(registry, f"{contract.STAGE_LATENCY}_count", stage="llm_tool_calls") == 1
+    assert (
+        CALL_REQUEST_S <= sample(registry, f"{contract.STAGE_LATENCY}_sum", stage="llm_tool_calls") < ANSWER_REQUEST_S
+    )
+    assert sample(registry, f"{contract.STAGE_LATENCY}_sum", stage="llm") >= ANSWER_REQUEST_S
 
 
 CHILD = textwrap.dedent(
