@@ -260,6 +260,7 @@ async def run_session(ctx: JobContext, config: AgentConfig, *, vad: VAD, token_k
     if tasks is not None and not phone:  # a page can show the list; a phone cannot
         publisher = TaskListPublisher(ctx.room.local_participant, tasks)
         session.on("function_tools_executed", publisher.on_tools_executed)
+        session.on("agent_state_changed", publisher.on_agent_state)
         ctx.add_shutdown_callback(publisher.aclose)
         publisher.publish()
     if not phone:  # the talk page can share a screen: the agent receives it (what it makes of it comes later)

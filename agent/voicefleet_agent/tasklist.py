@@ -1,4 +1,9 @@
-"""The caller's task list, sent to the room after every task tool so a page can show it (contract.TASKS_TOPIC)."""
+"""The caller's task list, sent to the room after every task tool so a page can show it (contract.TASKS_TOPIC).
+
+The send waits for the agent to leave "thinking" (its answer to the tools starts playing, or it goes back to
+listening): reading the list again and sending it is not on the way to the caller hearing that answer, so it does not
+compete with the answer's LLM request and speech.
+"""
 
 from __future__ import annotations
 
@@ -26,17 +31,33 @@ def encode(tasks: list[Task]) -> str:
 
 
 class TaskListPublisher:
-    """Sends the list once at start and after each batch of tools that touched it; one send at a time, the
-    latest wins (a batch that lands while a send is running triggers one more)."""
+    """Sends the list once at start and after each batch of tools that touched it, once the agent stops thinking
+    (``on_agent_state``); one send at a time, the latest wins (a batch that lands while a send is running triggers
+    one more)."""
 
     def __init__(self, sender: TextSender, tasks: TasksClient) -> None:
         self._sender = sender
         self._tasks = tasks
         self._pending = False
+        self._changed = False  # task tools ran; sent when the agent stops thinking
+        self._thinking = False
         self._running: asyncio.Task[None] | None = None
 
     def on_tools_executed(self, event: Any) -> None:
         if any(call.name in TASK_TOOLS for call in event.function_calls):
+            self._changed = True
+            if not self._thinking:
+                self._publish_changes()
+
+    def on_agent_state(self, event: Any) -> None:
+        """``agent_state_changed``: the agent stays "thinking" from the tools' output to its answer's first audio."""
+        self._thinking = event.new_state == "thinking"
+        if not self._thinking:
+            self._publish_changes()
+
+    def _publish_changes(self) -> None:
+        if self._changed:
+            self._changed = False
             self.publish()
 
     def publish(self) -> None:

@@ -52,3 +52,27 @@ async def test_task_tools_send_the_latest_list_and_bursts_coalesce() -> None:
     assert [topic for topic, _ in sender.sent] == [TASKS_TOPIC, TASKS_TOPIC]  # the first, then one for the burst
     assert [t["title"] for t in json.loads(sender.sent[-1][1])] == ["buy milk"]
     await publisher.aclose()
+
+
+def state(new: str) -> Any:
+    return SimpleNamespace(new_state=new)
+
+
+async def test_the_list_waits_while_the_agent_thinks_of_its_answer() -> None:
+    sender, tasks = Recorder(), Tasks()
+    sender.release.set()
+    publisher = TaskListPublisher(sender, tasks)  # type: ignore[arg-type]
+    publisher.on_agent_state(state("thinking"))
+    tasks.titles = ["buy milk"]
+    publisher.on_tools_executed(tools("add_task"))
+    await asyncio.sleep(0.05)
+    assert publisher._running is None and sender.sent == []  # not while the answer is on its way
+
+    publisher.on_agent_state(state("speaking"))  # the answer plays: now the page gets the list
+    assert publisher._running is not None
+    await publisher._running
+    assert [t["title"] for t in json.loads(sender.sent[-1][1])] == ["buy milk"]
+    publisher.on_agent_state(state("listening"))
+    await asyncio.sleep(0)
+    assert len(sender.sent) == 1  # sent once, not again on every state change
+    await publisher.aclose()
