@@ -32,11 +32,13 @@ def token_service(livekit: LiveKit, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def voice_stack(livekit: LiveKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoiceStack]:
-    """A real agent worker (offline providers, tasks server) on the ground's livekit-server; module-scoped, so it is
-    gone before tests/realroom starts its own."""
+    """A real agent worker (offline providers, tasks server) on the ground's livekit-server; module-scoped, and under
+    its own agent name, so that LiveKit never dispatches the page to tests/realroom's worker (a session-scoped one
+    that is still registered when the tests run in another order)."""
     if not espeak.available():
         pytest.fail("espeak-ng or sox not installed: run `make system-deps` (apt-get install espeak-ng sox)")
-    with VoiceStack(tmp_path_factory.mktemp("voiceroom"), LiveKitCredentials.of(livekit)) as stack:
+    root = tmp_path_factory.mktemp("voiceroom")
+    with VoiceStack(root, LiveKitCredentials.of(livekit), agent_name="voiceroom-browser") as stack:
         yield stack
 
 
