@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 STAGE_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
+RECENT_LLM_REQUESTS = 16
+CALL_AFTER_STREAM_SLACK_S = 0.25  # the framework turns a streamed tool call into a call item just after the stream
 # the stage label's values; ``llm_tool_calls`` and ``tool`` are observed once per batch of tool calls
 STAGES = ("stt", "llm", "tts", "llm_tool_calls", "tool")
 # ChatMessage.metrics key → pipeline stage it measures
@@ -227,7 +230,8 @@ class SessionRecorder:
         if lookup is None and pipeline is not None:
             lookup = pipeline_lookup(pipeline)
         self._costs = CostTracker(lookup or (lambda *_: None))
-        self._llm_requests: list[float] = []  # durations of the LLM requests since the last message or tools
+        # (start, end) wall-clock times of the session's latest LLM requests, to find those that made tool calls
+        self._llm_requests: deque[tuple[float, float]] = deque(maxlen=RECENT_LLM_REQUESTS)
         if pipeline is not None:
             for chain in pipeline.chains():
                 for member in chain.members:
@@ -246,7 +250,7 @@ class SessionRecorder:
 
     def _on_llm_request(self, metrics: Any) -> None:
         if isinstance(metrics, LLMMetrics) and not metrics.cancelled:
-            self._llm_requests.append(metrics.duration)
+            self._llm_requests.append((metrics.timestamp - metrics.duration, metrics.timestamp))
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
         """Stage ``tool``: from the LLM emitting a call to its output (the tool's run: for the tasks tools the
@@ -256,10 +260,18 @@ class SessionRecorder:
         stage = self._m.stage_latency.labels(agent=self._agent, stage="tool")
         for call, output in zip(ev.function_calls, ev.function_call_outputs, strict=False):
             stage.observe(max(0.0, output.created_at - call.created_at))
-        if self._llm_requests:
+        # a call is made while its request streams (or just after its last chunk): matched by time, not by order,
+        # since a preemptive request may start, and end, before the user's turn is committed
+        made = [
+            (start, end)
+            for start, end in self._llm_requests
+            if any(start <= call.created_at <= end + CALL_AFTER_STREAM_SLACK_S for call in ev.function_calls)
+        ]
+        if made:
             requests = self._m.stage_latency.labels(agent=self._agent, stage="llm_tool_calls")
-            requests.observe(sum(self._llm_requests))
-            self._llm_requests.clear()
+            requests.observe(sum(end - start for start, end in made))
+            for request in made:
+                self._llm_requests.remove(request)
 
     def _on_item_added(self, ev: ConversationItemAddedEvent) -> None:
         if isinstance(ev.item, ChatMessage):
@@ -290,7 +302,6 @@ class SessionRecorder:
         self._m.phone_calls.labels(agent=self._agent, outcome=outcome).inc()
 
     def record_message(self, msg: ChatMessage) -> None:
-        self._llm_requests.clear()  # the requests so far answered in words, not with tool calls
         metrics = msg.metrics
         if msg.role == "user":
             if (eot := metrics.get("end_of_turn_delay")) is not None:
